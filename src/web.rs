@@ -1,0 +1,219 @@
+//! HTTP pieces with no proxy-wasm in them: cookies, the bearer token, paths, local replies.
+//! Header values arrive as bytes (they need not be UTF-8); everything here copes with that.
+
+/// A response the filter sends itself instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(status: u32, body: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("cache-control".into(), "no-store".into()),
+            ],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Reply {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+}
+
+/// 401 for a request without a usable token (V2): `error="invalid_token"` only when a token was
+/// sent, per RFC 6750 §3.1.
+pub fn unauthorized(invalid: Option<&str>) -> Reply {
+    match invalid {
+        None => Reply::json(
+            401,
+            &serde_json::json!({
+                "error": "unauthorized",
+                "error_description": "a bearer token or session cookie is required",
+            }),
+        )
+        .with_header("www-authenticate", "Bearer"),
+        Some(description) => Reply::json(
+            401,
+            &serde_json::json!({
+                "error": "invalid_token",
+                "error_description": description,
+            }),
+        )
+        .with_header(
+            "www-authenticate",
+            format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
+        ),
+    }
+}
+
+/// 503 when the signing keys have not arrived in time (B1).
+pub fn keys_unavailable() -> Reply {
+    Reply::json(
+        503,
+        &serde_json::json!({
+            "error": "temporarily_unavailable",
+            "error_description": "signing keys are not available yet",
+        }),
+    )
+    .with_header("retry-after", "1")
+}
+
+/// The path without its query (B4 matches on this).
+pub fn path_only(path: &str) -> &str {
+    match path.find(['?', '#']) {
+        Some(i) => path.get(..i).unwrap_or(path),
+        None => path,
+    }
+}
+
+/// The query of a request path, if any.
+pub fn query_of(path: &str) -> Option<&str> {
+    let q = path.split_once('?')?.1;
+    Some(q.split_once('#').map_or(q, |(q, _)| q))
+}
+
+/// `name=value` pairs of a `Cookie` header, in order, unquoted. Malformed pieces are skipped.
+pub fn cookies(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    header.split(|b| *b == b';').filter_map(|piece| {
+        let piece = trim(piece);
+        let eq = piece.iter().position(|b| *b == b'=')?;
+        let name = trim(piece.get(..eq)?);
+        let mut value = trim(piece.get(eq + 1..)?);
+        if value.len() >= 2 && value.first() == Some(&b'"') && value.last() == Some(&b'"') {
+            value = value.get(1..value.len() - 1)?;
+        }
+        (!name.is_empty()).then_some((name, value))
+    })
+}
+
+/// The first cookie called `name`.
+pub fn cookie<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    cookies(header)
+        .find(|(n, _)| *n == name.as_bytes())
+        .map(|(_, v)| v)
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    bytes.get(start..end).unwrap_or_default()
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+pub fn bearer(header: &[u8]) -> Option<&[u8]> {
+    let header = trim(header);
+    let scheme = header.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = trim(header.get(7..)?);
+    (!token.is_empty()).then_some(token)
+}
+
+/// Where a request's token came from (V1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    Header,
+    Cookie,
+}
+
+/// The token a request carries: `Authorization: Bearer`, else the named cookie.
+pub fn request_token<'a>(
+    authorization: Option<&'a [u8]>,
+    cookie_header: Option<&'a [u8]>,
+    cookie_name: &str,
+) -> Option<(&'a [u8], TokenSource)> {
+    if let Some(t) = authorization.and_then(bearer) {
+        return Some((t, TokenSource::Header));
+    }
+    cookie_header
+        .and_then(|h| cookie(h, cookie_name))
+        .filter(|v| !v.is_empty())
+        .map(|v| (v, TokenSource::Cookie))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_matched_by_exact_name() {
+        let h =
+            b"xaccess_token=evil; access_token=\"tok\"; other=1; =x; noequals; access_token=second";
+        assert_eq!(cookie(h, "access_token"), Some(&b"tok"[..]));
+        assert_eq!(cookie(h, "other"), Some(&b"1"[..]));
+        assert_eq!(cookie(h, "access"), None);
+        assert_eq!(cookie(b"", "a"), None);
+        assert_eq!(cookie(b";;;  ;", "a"), None);
+        assert_eq!(cookie(b"a=\xff\xfe", "a"), Some(&b"\xff\xfe"[..]));
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bearer   abc  "), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Basic YWxhZGRpbjo="), None);
+        assert_eq!(bearer(b"Bearer "), None);
+        assert_eq!(bearer(b"Bearer"), None);
+        assert_eq!(bearer(b""), None);
+        assert_eq!(bearer(b"\xff\xff\xff\xff\xff\xff\xff\xff"), None);
+    }
+
+    #[test]
+    fn header_wins_over_cookie() {
+        let t = request_token(Some(b"Bearer h"), Some(b"access_token=c"), "access_token");
+        assert_eq!(t, Some((&b"h"[..], TokenSource::Header)));
+        let t = request_token(Some(b"Basic x"), Some(b"access_token=c"), "access_token");
+        assert_eq!(t, Some((&b"c"[..], TokenSource::Cookie)));
+        assert_eq!(
+            request_token(None, Some(b"access_token="), "access_token"),
+            None
+        );
+        assert_eq!(request_token(None, None, "access_token"), None);
+    }
+
+    #[test]
+    fn paths_and_queries() {
+        assert_eq!(path_only("/a/b?x=1"), "/a/b");
+        assert_eq!(path_only("/a#f"), "/a");
+        assert_eq!(path_only("/"), "/");
+        assert_eq!(query_of("/cb?code=1&state=2"), Some("code=1&state=2"));
+        assert_eq!(query_of("/cb?code=1#frag"), Some("code=1"));
+        assert_eq!(query_of("/cb"), None);
+    }
+
+    #[test]
+    fn unauthorized_replies() {
+        let r = unauthorized(None);
+        assert_eq!(r.status, 401);
+        assert_eq!(r.header("WWW-Authenticate"), Some("Bearer"));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let r = unauthorized(Some("token expired"));
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer error=\"invalid_token\", error_description=\"token expired\"")
+        );
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"], "invalid_token");
+    }
+}
