@@ -13,8 +13,11 @@
 )]
 
 pub mod config;
+pub mod flight;
 pub mod jwks;
 pub mod keystore;
+pub mod login;
+pub mod session;
 pub mod token;
 pub mod validate;
 pub mod web;

@@ -96,3 +96,29 @@ pub fn get_shared(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
 pub fn set_shared(key: &str, value: &[u8], cas: Option<u32>) -> bool {
     hostcalls::set_shared_data(key, Some(value), cas).is_ok()
 }
+
+pub fn set_request_header_bytes(name: &str, value: &[u8]) {
+    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value));
+}
+
+pub fn add_response_header(name: &str, value: &str) {
+    let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+}
+
+pub fn response_status() -> u32 {
+    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The host's random source (WASI `random_get`, through the `rand` that jwt-simple uses).
+pub struct OsRandom;
+
+impl crate::login::Random for OsRandom {
+    fn fill(&mut self, buf: &mut [u8]) {
+        use jwt_simple::reexports::rand::RngCore as _;
+        jwt_simple::reexports::rand::thread_rng().fill_bytes(buf);
+    }
+}

@@ -1,67 +1,82 @@
-//! The HTTP context: one per request.
+//! The HTTP context: one per request. It reads the request, hands it to `flow`, and on the
+//! response adds cookies from a refresh or acts on a 401 from the service (L7).
+
+use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, LogLevel};
+use proxy_wasm::types::Action;
 
-use super::host;
-use super::keys::{settle, SharedRef, Waiter};
-use crate::validate::{self, Decision};
+use super::flow::{self, Outcome, State, StateRef};
+use super::host::{self, OsRandom};
+use super::keys::SharedRef;
+use crate::login::{self, Env};
 use crate::web;
 
 pub struct Request {
     context_id: u32,
     shared: SharedRef,
+    state: StateRef,
 }
 
 impl Request {
     pub fn new(context_id: u32, shared: SharedRef) -> Self {
-        Request { context_id, shared }
-    }
-
-    fn request_id(&self) -> String {
-        host::request_header("x-request-id")
-            .and_then(|v| String::from_utf8(v).ok())
-            .filter(|v| v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
-            .unwrap_or_else(|| "-".into())
-    }
-
-    fn wait(&self, token: Vec<u8>, refetch: bool) -> Action {
-        let now = host::now_ms();
-        let mut s = self.shared.borrow_mut();
-        if refetch {
-            s.store.refetch_requested = true;
+        Request {
+            context_id,
+            shared,
+            state: Rc::default(),
         }
-        let deadline_ms = now + s.config.timeout_ms;
-        s.waiters.push(Waiter {
-            context_id: self.context_id,
-            deadline_ms,
-            token,
-            refetch,
-        });
-        s.maybe_fetch(now);
-        Action::Pause
+    }
+}
+
+fn text(name: &str) -> Option<String> {
+    host::request_header(name).and_then(|v| String::from_utf8(v).ok())
+}
+
+fn login_request(path: String) -> login::Request {
+    let scheme = text("x-forwarded-proto")
+        .and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
+        .filter(|s| !s.is_empty())
+        .or_else(|| text(":scheme"))
+        .unwrap_or_else(|| "http".into());
+    let request_id = text("x-request-id")
+        .filter(|v| v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or_else(|| "-".into());
+    login::Request {
+        method: text(":method").unwrap_or_default(),
+        path,
+        scheme,
+        host: text(":authority").unwrap_or_default(),
+        accept: text("accept"),
+        sec_fetch_mode: text("sec-fetch-mode"),
+        sec_fetch_dest: text("sec-fetch-dest"),
+        requested_with: text("x-requested-with"),
+        cookies: host::request_header("cookie").unwrap_or_default(),
+        authorization: host::request_header("authorization"),
+        request_id,
     }
 }
 
 impl Context for Request {
     fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
         let now = host::now_ms();
+        if flow::on_call_response(&self.shared, token, body_size, self.context_id) {
+            return;
+        }
         let handled = self
             .shared
             .borrow_mut()
-            .on_call_response(token, body_size, now);
+            .on_jwks_response(token, body_size, now);
         if handled {
             let changed = self.shared.borrow_mut().sync();
-            settle(&self.shared, changed, now, self.context_id);
+            flow::settle(&self.shared, changed, now, self.context_id);
         }
     }
 
     fn on_done(&mut self) -> bool {
         let id = self.context_id;
-        self.shared
-            .borrow_mut()
-            .waiters
-            .retain(|w| w.context_id != id);
+        let mut s = self.shared.borrow_mut();
+        s.waiters.retain(|w| w.context_id != id);
+        s.calls.retain(|_, c| c.context_id != id);
         true
     }
 }
@@ -73,54 +88,77 @@ impl HttpContext for Request {
         for (_, header) in &config.claims_to_headers {
             host::set_request_header(header, None);
         }
-        let path = host::request_header(":path").unwrap_or_default();
-        let path = String::from_utf8_lossy(&path);
+        let path = String::from_utf8_lossy(&host::request_header(":path").unwrap_or_default())
+            .into_owned();
         if config.is_skipped(web::path_only(&path)) {
             return Action::Continue;
         }
-        let authorization = host::request_header("authorization");
-        let cookie = host::request_header("cookie");
-        let token = web::request_token(
-            authorization.as_deref(),
-            cookie.as_deref(),
-            &config.cookie.name,
-        )
-        .map(|(t, _)| t.to_vec());
-        let now = host::now_ms();
-        let (keys, refetch_allowed) = {
-            let s = self.shared.borrow();
-            (s.keys(), s.store.refetch_allowed(now))
-        };
-        match validate::decide(
-            &config,
-            token.as_deref(),
-            keys.as_deref(),
-            now / 1000,
-            refetch_allowed,
-        ) {
-            Decision::Continue(headers) => {
-                for (name, value) in &headers {
-                    host::set_request_header(name, Some(value));
-                }
-                Action::Continue
+        let state = if config.login().is_some() {
+            State {
+                login: Some(login_request(path)),
+                ..State::default()
             }
-            Decision::Reply(reply) => {
-                if let Some(why) = reply.header("www-authenticate") {
-                    host::log(
-                        LogLevel::Info,
-                        &format!(
-                            "mesh-oidc[{}]: {} ({})",
-                            self.request_id(),
-                            reply.status,
-                            why
-                        ),
-                    );
-                }
+        } else {
+            let authorization = host::request_header("authorization");
+            let cookie = host::request_header("cookie");
+            let token = web::request_token(
+                authorization.as_deref(),
+                cookie.as_deref(),
+                &config.cookie.name,
+            )
+            .map(|(t, _)| t.to_vec());
+            State {
+                token,
+                ..State::default()
+            }
+        };
+        *self.state.borrow_mut() = state;
+        match flow::run(&self.shared, &self.state, self.context_id, true, false) {
+            Outcome::Continue => Action::Continue,
+            Outcome::Pause => Action::Pause,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        let Some(req) = self.state.borrow().login.clone() else {
+            return Action::Continue;
+        };
+        let cookies = std::mem::take(&mut self.state.borrow_mut().response_cookies);
+        for c in &cookies {
+            host::add_response_header("set-cookie", c);
+        }
+        if host::response_status() != 401 {
+            return Action::Continue;
+        }
+        // L7: the service refused the token on a page request.
+        let (config, keys, login_parts) = {
+            let s = self.shared.borrow();
+            (s.config.clone(), s.keys(), s.login.clone())
+        };
+        let (Some((sealer, names)), Some(login_cfg)) = (login_parts, config.login()) else {
+            return Action::Continue;
+        };
+        let env = Env {
+            config: &config,
+            login: login_cfg,
+            sealer: &sealer,
+            names: &names,
+            keys: keys.as_deref(),
+            now: host::now_ms() / 1000,
+        };
+        match login::upstream_401(&env, &req, &mut OsRandom) {
+            Some(reply) => {
+                host::log(
+                    proxy_wasm::types::LogLevel::Info,
+                    &format!(
+                        "mesh-oidc[{}]: the service answered 401; acting per on_upstream_401",
+                        req.request_id
+                    ),
+                );
                 host::send_reply(&reply);
                 Action::Pause
             }
-            Decision::WaitForKeys => self.wait(token.unwrap_or_default(), false),
-            Decision::RefetchKeys => self.wait(token.unwrap_or_default(), true),
+            None => Action::Continue,
         }
     }
 }

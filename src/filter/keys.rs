@@ -7,27 +7,23 @@ use std::rc::Rc;
 use proxy_wasm::types::LogLevel;
 
 use super::host;
+use std::collections::HashMap;
+
+use super::flow::{Call, Waiter};
 use crate::config::Config;
 use crate::jwks::KeySet;
 use crate::keystore::{self, KeyStore};
-use crate::validate::{self, Decision};
-use crate::web;
-
-/// A request held until the key set arrives (or is fetched again).
-#[derive(Debug)]
-pub struct Waiter {
-    pub context_id: u32,
-    pub deadline_ms: u64,
-    pub token: Vec<u8>,
-    /// Waiting for a refetch after an unknown `kid` (rather than for the first set).
-    pub refetch: bool,
-}
+use crate::session::{Names, Sealer};
 
 /// What a root context and its HTTP contexts share (one VM, one thread).
 pub struct Shared {
     pub config: Rc<Config>,
+    /// Login mode: the cookie sealer and the cookie names.
+    pub login: Option<(Rc<Sealer>, Rc<Names>)>,
     pub store: KeyStore,
     pub waiters: Vec<Waiter>,
+    /// Dispatched token calls, by token: whose they are and what they are for.
+    pub calls: HashMap<u32, Call>,
     data_key: String,
     lease_key: String,
 }
@@ -41,10 +37,16 @@ impl Shared {
     pub fn new(config: Rc<Config>) -> SharedRef {
         let data_key = KeyStore::data_key(&config.cluster, config.jwks.url.as_str());
         let lease_key = KeyStore::lease_key(&config.cluster, config.jwks.url.as_str());
+        let login = config.login().and_then(|l| {
+            let sealer = Sealer::new(&l.session_key)?;
+            Some((Rc::new(sealer), Rc::new(Names::new(&config.cookie.name))))
+        });
         Rc::new(RefCell::new(Shared {
             config,
+            login,
             store: KeyStore::default(),
             waiters: Vec::new(),
+            calls: HashMap::new(),
             data_key,
             lease_key,
         }))
@@ -120,7 +122,7 @@ impl Shared {
     }
 
     /// Handles a dispatched call's response if it is this VM's key-set fetch.
-    pub fn on_call_response(&mut self, token: u32, body_size: usize, now_ms: u64) -> bool {
+    pub fn on_jwks_response(&mut self, token: u32, body_size: usize, now_ms: u64) -> bool {
         if self.store.in_flight.map(|(t, _)| t) != Some(token) {
             return false;
         }
@@ -164,69 +166,5 @@ impl Shared {
         }
         let _ = host::set_shared(&self.lease_key, &keystore::encode_lease(0), None);
         true
-    }
-}
-
-/// Settles waiting requests: those that can be decided now, and those whose time ran out.
-/// `changed` says the key set was just replaced. `current` is the context to return to.
-pub fn settle(shared: &SharedRef, changed: bool, now_ms: u64, current: u32) {
-    let (ready, expired, config, keys) = {
-        let mut s = shared.borrow_mut();
-        if s.waiters.is_empty() {
-            return;
-        }
-        let keys = s.keys();
-        let waiters = std::mem::take(&mut s.waiters);
-        let (expired, rest): (Vec<_>, Vec<_>) =
-            waiters.into_iter().partition(|w| w.deadline_ms <= now_ms);
-        let (ready, keep): (Vec<_>, Vec<_>) =
-            rest.into_iter().partition(|_| changed && keys.is_some());
-        s.waiters = keep;
-        (ready, expired, s.config.clone(), keys)
-    };
-    let mut touched = false;
-    for w in ready {
-        if !host::enter(w.context_id) {
-            continue;
-        }
-        touched = true;
-        let decision = validate::decide(
-            &config,
-            Some(&w.token),
-            keys.as_deref(),
-            now_ms / 1000,
-            false,
-        );
-        apply_held(&decision);
-    }
-    for w in expired {
-        if !host::enter(w.context_id) {
-            continue;
-        }
-        touched = true;
-        let reply = if w.refetch {
-            web::unauthorized(Some(crate::token::TokenError::UnknownKey.description()))
-        } else {
-            web::keys_unavailable()
-        };
-        host::send_reply(&reply);
-    }
-    if touched {
-        host::enter(current);
-    }
-}
-
-/// Carries out a decision for a request that was paused.
-fn apply_held(decision: &Decision) {
-    match decision {
-        Decision::Continue(headers) => {
-            for (name, value) in headers {
-                host::set_request_header(name, Some(value));
-            }
-            host::resume_request();
-        }
-        Decision::Reply(reply) => host::send_reply(reply),
-        // Keys are present and no second refetch is allowed, so these cannot happen; refuse.
-        Decision::WaitForKeys | Decision::RefetchKeys => host::send_reply(&web::keys_unavailable()),
     }
 }

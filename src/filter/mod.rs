@@ -1,6 +1,7 @@
 //! The proxy-wasm layer: the only code that talks to Envoy. Each callback asks the plain-Rust
 //! modules what to do and carries it out.
 
+mod flow;
 mod host;
 mod http;
 mod keys;

@@ -6,9 +6,10 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
+use super::flow;
 use super::host;
 use super::http::Request;
-use super::keys::{settle, Shared, SharedRef};
+use super::keys::{Shared, SharedRef};
 use crate::config::Config;
 
 /// The first tick comes at once so that the key set is fetched right after start.
@@ -36,10 +37,13 @@ impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
         if let Some(shared) = &self.shared {
             let now = host::now_ms();
-            let handled = shared.borrow_mut().on_call_response(token, body_size, now);
+            if flow::on_call_response(shared, token, body_size, self.context_id) {
+                return;
+            }
+            let handled = shared.borrow_mut().on_jwks_response(token, body_size, now);
             if handled {
                 let changed = shared.borrow_mut().sync();
-                settle(shared, changed, now, self.context_id);
+                flow::settle(shared, changed, now, self.context_id);
             }
         }
     }
@@ -97,7 +101,7 @@ impl RootContext for Root {
         };
         let now = host::now_ms();
         let changed = shared.borrow_mut().sync();
-        settle(shared, changed, now, self.context_id);
+        flow::settle(shared, changed, now, self.context_id);
         shared.borrow_mut().maybe_fetch(now);
     }
 

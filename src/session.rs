@@ -1,0 +1,387 @@
+//! The filter's own cookies: sealed (JWE, A256KW + A256GCM, key from `session_secret`), chunked
+//! when a value outgrows what a browser keeps in one cookie, and written with the configured
+//! attributes.
+
+use jwt_simple::prelude::*;
+use serde::de::DeserializeOwned;
+
+use crate::config::{CookieConfig, SameSite, SessionKey};
+use crate::web;
+
+/// Browsers keep about 4096 bytes per cookie, name and attributes included.
+pub const CHUNK_SIZE: usize = 3800;
+/// At most this many cookies for one value; beyond it the value is not stored.
+pub const MAX_CHUNKS: usize = 4;
+/// Lifetime of a login transaction (L1: at most 600 s).
+pub const TRANSACTION_TTL: u64 = 600;
+/// Open login transactions kept per browser; older ones are cleared.
+pub const MAX_TRANSACTIONS: usize = 4;
+
+/// What a login in flight must remember between the redirect and the callback (L1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Short field names keep the cookie small (and stay clear of the JWT claim names, such as
+/// `nonce`, that the sealing format itself uses).
+pub struct Transaction {
+    #[serde(rename = "s")]
+    pub state: String,
+    #[serde(rename = "n")]
+    pub nonce: String,
+    #[serde(rename = "v")]
+    pub verifier: String,
+    /// The original path with its query: where the browser goes after the callback.
+    #[serde(rename = "p")]
+    pub path: String,
+    #[serde(rename = "r")]
+    pub redirect_uri: String,
+}
+
+/// What logout and refresh need (L2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Session {
+    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+pub struct Sealer {
+    key: A256KWKey,
+}
+
+impl Sealer {
+    pub fn new(key: &SessionKey) -> Option<Sealer> {
+        A256KWKey::from_bytes(key.bytes())
+            .ok()
+            .map(|key| Sealer { key })
+    }
+
+    pub fn seal<T: Serialize>(&self, value: T, now: u64, ttl: u64) -> Option<String> {
+        let mut claims = Claims::with_custom_claims(value, Duration::from_secs(ttl));
+        claims.issued_at = Some(UnixTimeStamp::from_secs(now));
+        claims.invalid_before = None;
+        claims.expires_at = Some(UnixTimeStamp::from_secs(now.saturating_add(ttl)));
+        self.key.encrypt(claims).ok()
+    }
+
+    /// Opens a sealed value; `None` if it was tampered with, sealed with another key, or expired.
+    pub fn open<T: DeserializeOwned>(&self, sealed: &str, now: u64) -> Option<T> {
+        if sealed.len() > CHUNK_SIZE * MAX_CHUNKS + 64 {
+            return None;
+        }
+        let options = DecryptionOptions {
+            max_token_length: Some(CHUNK_SIZE * MAX_CHUNKS + 64),
+            claim_options: Some(VerificationOptions {
+                artificial_time: Some(UnixTimeStamp::from_secs(now)),
+                time_tolerance: Some(Duration::from_secs(0)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let claims: JWTClaims<T> = self.key.decrypt_token(sealed, Some(options)).ok()?;
+        claims.expires_at?;
+        Some(claims.custom)
+    }
+}
+
+/// Cookie names derived from `cookie.name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pub access: String,
+    pub session: String,
+    tx_prefix: String,
+}
+
+impl Names {
+    pub fn new(base: &str) -> Names {
+        Names {
+            access: base.to_string(),
+            session: format!("{base}_session"),
+            tx_prefix: format!("{base}_tx_"),
+        }
+    }
+
+    /// The transaction cookie of one login: its name carries an id bound to the state, so that
+    /// logins started in several tabs at once do not overwrite each other.
+    pub fn transaction(&self, state: &str) -> String {
+        let id: String = state.chars().take(8).collect();
+        format!("{}{}", self.tx_prefix, id)
+    }
+
+    pub fn is_transaction(&self, name: &[u8]) -> bool {
+        name.starts_with(self.tx_prefix.as_bytes())
+    }
+
+    /// Whether a cookie belongs to the filter and is sealed (the service never needs to see it).
+    pub fn is_sealed(&self, name: &[u8]) -> bool {
+        self.is_transaction(name) || chunk_index(name, &self.session).is_some()
+    }
+
+    /// Whether a cookie is one the filter sets (access token or sealed).
+    pub fn is_ours(&self, name: &[u8]) -> bool {
+        self.is_sealed(name) || chunk_index(name, &self.access).is_some()
+    }
+}
+
+/// `base` is chunk 0; `base_1`, `base_2`, … follow.
+fn chunk_name(base: &str, index: usize) -> String {
+    if index == 0 {
+        base.to_string()
+    } else {
+        format!("{base}_{index}")
+    }
+}
+
+fn chunk_index(name: &[u8], base: &str) -> Option<usize> {
+    let rest = name.strip_prefix(base.as_bytes())?;
+    if rest.is_empty() {
+        return Some(0);
+    }
+    let digits = rest.strip_prefix(b"_")?;
+    let n: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    (n > 0 && n < MAX_CHUNKS && digits.first() != Some(&b'0')).then_some(n)
+}
+
+/// Reassembles a chunked cookie value.
+pub fn read_chunked(cookie_header: &[u8], base: &str) -> Option<String> {
+    let mut out = String::new();
+    for i in 0..MAX_CHUNKS {
+        match web::cookie(cookie_header, &chunk_name(base, i)) {
+            Some(v) if !v.is_empty() => out.push_str(std::str::from_utf8(v).ok()?),
+            _ => break,
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Attributes every cookie of the filter carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attributes {
+    pub secure: bool,
+    pub same_site: SameSite,
+    pub domain: Option<String>,
+}
+
+impl Attributes {
+    pub fn new(config: &CookieConfig, secure: bool) -> Attributes {
+        Attributes {
+            // SameSite=None is only kept by browsers on Secure cookies.
+            secure: secure || config.same_site == SameSite::None,
+            same_site: config.same_site,
+            domain: config.domain.clone(),
+        }
+    }
+
+    /// The transaction cookie must come back on the provider's cross-site redirect: Lax at
+    /// least, even when the session cookies are Strict.
+    pub fn for_transaction(&self) -> Attributes {
+        let mut a = self.clone();
+        if a.same_site == SameSite::Strict {
+            a.same_site = SameSite::Lax;
+        }
+        a
+    }
+}
+
+pub fn set_cookie(name: &str, value: &str, max_age: u64, a: &Attributes) -> String {
+    let mut s = format!(
+        "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite={}",
+        a.same_site.as_str()
+    );
+    if a.secure {
+        s.push_str("; Secure");
+    }
+    if let Some(d) = &a.domain {
+        s.push_str("; Domain=");
+        s.push_str(d);
+    }
+    s
+}
+
+pub fn clear_cookie(name: &str, a: &Attributes) -> String {
+    set_cookie(name, "", 0, a)
+}
+
+/// `Set-Cookie` values that store `value` under `base` (chunked when needed) and clear chunks
+/// of an older, longer value that the request still carries. `None` if it needs more than
+/// [`MAX_CHUNKS`] cookies.
+pub fn set_chunked(
+    base: &str,
+    value: &str,
+    max_age: u64,
+    a: &Attributes,
+    request_cookies: &[u8],
+) -> Option<Vec<String>> {
+    let chunks: Vec<&str> = split_at_chars(value, CHUNK_SIZE);
+    if chunks.len() > MAX_CHUNKS {
+        return None;
+    }
+    let mut out: Vec<String> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| set_cookie(&chunk_name(base, i), c, max_age, a))
+        .collect();
+    for i in chunks.len()..MAX_CHUNKS {
+        let name = chunk_name(base, i);
+        if web::cookie(request_cookies, &name).is_some() {
+            out.push(clear_cookie(&name, a));
+        }
+    }
+    Some(out)
+}
+
+/// Clears every chunk of `base` that the request carries (and chunk 0 always).
+pub fn clear_chunked(base: &str, a: &Attributes, request_cookies: &[u8]) -> Vec<String> {
+    (0..MAX_CHUNKS)
+        .map(|i| chunk_name(base, i))
+        .filter(|name| name == base || web::cookie(request_cookies, name).is_some())
+        .map(|name| clear_cookie(&name, a))
+        .collect()
+}
+
+fn split_at_chars(value: &str, size: usize) -> Vec<&str> {
+    // Sealed values and tokens are ASCII; byte offsets are character offsets.
+    let mut out = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(size);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (head, tail) = rest.split_at(cut);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
+/// The `Cookie` header without the filter's sealed cookies (L4): the service never sees them.
+/// `None` when nothing is left.
+pub fn strip_sealed(cookie_header: &[u8], names: &Names) -> Option<Vec<u8>> {
+    let kept: Vec<&[u8]> = cookie_header
+        .split(|b| *b == b';')
+        .filter(|piece| {
+            let piece = piece.trim_ascii();
+            let name = piece
+                .split(|b| *b == b'=')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            !piece.is_empty() && !names.is_sealed(name)
+        })
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(&b"; "[..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealer() -> Sealer {
+        let key = crate::config::Config::parse(
+            serde_json::json!({
+                "mode": "login",
+                "oidc": {"issuer": "https://i", "jwks_uri": "https://i/k",
+                         "authorization_endpoint": "https://i/a", "token_endpoint": "https://i/t"},
+                "client_id": "c", "client_secret": "s",
+                "session_secret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        Sealer::new(&key.login().unwrap().session_key).unwrap()
+    }
+
+    fn session() -> Session {
+        Session {
+            id_token: Some("id.token.x".into()),
+            refresh_token: Some("refresh".into()),
+        }
+    }
+
+    #[test]
+    fn seal_and_open() {
+        let s = sealer();
+        let sealed = s.seal(session(), 1000, 60).unwrap();
+        assert!(!sealed.contains("refresh"));
+        assert_eq!(s.open::<Session>(&sealed, 1030), Some(session()));
+        assert_eq!(s.open::<Session>(&sealed, 1061), None, "expired");
+    }
+
+    #[test]
+    fn tampering_or_another_key_fails() {
+        let s = sealer();
+        let sealed = s.seal(session(), 1000, 60).unwrap();
+        let mut bytes = sealed.clone().into_bytes();
+        let mid = bytes.len() / 2;
+        bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            s.open::<Session>(&String::from_utf8(bytes).unwrap(), 1001),
+            None
+        );
+        let other = Sealer {
+            key: A256KWKey::from_bytes(&[7u8; 32]).unwrap(),
+        };
+        assert_eq!(other.open::<Session>(&sealed, 1001), None);
+        assert_eq!(s.open::<Session>("garbage", 1001), None);
+        assert_eq!(s.open::<Session>("a.b.c.d.e", 1001), None);
+    }
+
+    #[test]
+    fn chunking_round_trips_and_clears_leftovers() {
+        let a = Attributes {
+            secure: true,
+            same_site: SameSite::Lax,
+            domain: None,
+        };
+        let value = "x".repeat(CHUNK_SIZE * 2 + 10);
+        let set = set_chunked("s", &value, 60, &a, b"s_3=old").unwrap();
+        assert_eq!(set.len(), 4);
+        assert!(set[0].starts_with("s=x"));
+        assert!(set[1].starts_with("s_1=x"));
+        assert!(set[2].starts_with("s_2=x"));
+        assert!(set[3].starts_with("s_3=; Path=/; Max-Age=0"));
+        let header: Vec<String> = set[..3]
+            .iter()
+            .map(|c| c.split(';').next().unwrap().to_string())
+            .collect();
+        assert_eq!(read_chunked(header.join("; ").as_bytes(), "s"), Some(value));
+        assert!(set_chunked("s", &"y".repeat(CHUNK_SIZE * MAX_CHUNKS + 1), 60, &a, b"").is_none());
+        assert_eq!(read_chunked(b"s_1=x", "s"), None, "no chunk 0");
+    }
+
+    #[test]
+    fn cookie_attributes() {
+        let a = Attributes {
+            secure: false,
+            same_site: SameSite::Strict,
+            domain: Some("example.com".into()),
+        };
+        assert_eq!(
+            set_cookie("n", "v", 5, &a),
+            "n=v; Path=/; Max-Age=5; HttpOnly; SameSite=Strict; Domain=example.com"
+        );
+        assert_eq!(a.for_transaction().same_site, SameSite::Lax);
+        assert!(clear_cookie("n", &a).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn names_and_stripping() {
+        let n = Names::new("access_token");
+        let tx = n.transaction("abcdefghijkl");
+        assert_eq!(tx, "access_token_tx_abcdefgh");
+        assert!(n.is_sealed(tx.as_bytes()));
+        assert!(n.is_sealed(b"access_token_session_2"));
+        assert!(!n.is_sealed(b"access_token"));
+        assert!(n.is_ours(b"access_token_1"));
+        assert!(!n.is_ours(b"access_token_9"));
+        assert!(!n.is_ours(b"access_tokens"));
+        let h = b"a=1; access_token=t; access_token_session=s; access_token_tx_abc=x; b=2";
+        assert_eq!(
+            strip_sealed(h, &n).unwrap(),
+            b"a=1; access_token=t; b=2".to_vec()
+        );
+        assert_eq!(strip_sealed(b"access_token_session=s", &n), None);
+    }
+}
