@@ -1,0 +1,74 @@
+//! The README's configuration table and the parser's keys must be the same set.
+
+use std::collections::BTreeSet;
+
+#[test]
+fn readme_documents_exactly_the_config_keys() {
+    let readme = include_str!("../README.md");
+    let start = readme.find("<!-- keys:start -->").expect("keys table start marker");
+    let end = readme.find("<!-- keys:end -->").expect("keys table end marker");
+    let documented: BTreeSet<String> = readme[start..end]
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| l.split('`').nth(1).map(str::to_string))
+        .collect();
+    let known: BTreeSet<String> = mesh_oidc::config::KEYS.iter().map(|k| k.to_string()).collect();
+    assert_eq!(documented, known, "README key table vs config::KEYS");
+}
+
+#[test]
+fn every_listed_key_is_accepted_by_the_parser() {
+    // Build a configuration that sets every key once: none may be reported unknown.
+    let config = serde_json::json!({
+        "mode": "login",
+        "keycloak": {"public_url": "https://sso.example.com", "internal_url": "http://kc:8080", "realm": "dev"},
+        "oidc": {
+            "issuer": "https://sso.example.com/realms/dev",
+            "authorization_endpoint": "https://sso.example.com/a",
+            "token_endpoint": "http://kc:8080/t",
+            "jwks_uri": "http://kc:8080/k",
+            "end_session_endpoint": "https://sso.example.com/l",
+            "introspection_endpoint": "http://kc:8080/i",
+            "userinfo_endpoint": "http://kc:8080/u"
+        },
+        "cluster": "keycloak",
+        "client_id": "productpage",
+        "client_secret": "s",
+        "client_auth_method": "client_secret_post",
+        "scopes": ["openid"],
+        "session_secret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        "callback_path": "/cb",
+        "logout_path": "/out",
+        "post_logout_redirect": "/bye",
+        "cookie": {"name": "at", "secure": true, "same_site": "Strict", "domain": "example.com"},
+        "audiences": ["account"],
+        "authorized_parties": ["productpage"],
+        "skip_paths": ["/healthz"],
+        "claims_to_headers": {"sub": "x-sub"},
+        "clock_skew_seconds": 10,
+        "timeout_ms": 1000,
+        "jwks_refresh_seconds": 60,
+        "on_upstream_401": "pass"
+    });
+    let mut set = BTreeSet::new();
+    collect_keys(&config, "", &mut set);
+    // claims_to_headers' entries are data, not keys.
+    set.retain(|k| !k.starts_with("claims_to_headers."));
+    set.insert("claims_to_headers".into());
+    let known: BTreeSet<String> = mesh_oidc::config::KEYS.iter().map(|k| k.to_string()).collect();
+    assert_eq!(set, known, "this test must set every key");
+    mesh_oidc::config::Config::parse(config.to_string().as_bytes()).expect("all keys accepted");
+}
+
+fn collect_keys(v: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
+    if let serde_json::Value::Object(map) = v {
+        for (k, child) in map {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            if child.is_object() && k != "claims_to_headers" {
+                collect_keys(child, &key, out);
+            } else {
+                out.insert(key);
+            }
+        }
+    }
+}
