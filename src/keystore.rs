@@ -41,6 +41,8 @@ pub fn lease_is_free(now_ms: u64, lease: Option<&[u8]>) -> bool {
 #[derive(Debug, Default)]
 pub struct KeyStore {
     pub keys: Option<Rc<KeySet>>,
+    /// Bumped whenever `keys` is replaced: a waiting request wakes when it changes.
+    pub version: u64,
     /// The shared-data CAS of the entry `keys` was parsed from.
     pub cas: Option<u32>,
     /// When the set in shared data was fetched (by any VM).

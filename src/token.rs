@@ -142,7 +142,7 @@ pub fn verify(
     let mut last = TokenError::BadSignature;
     for key in candidates {
         match verify_with(token, header.alg, &key.material, options.clone()) {
-            Ok(claims) => return finish(claims, rules),
+            Ok(claims) => return finish(token, claims, rules),
             Err(e) => last = e,
         }
     }
@@ -203,7 +203,35 @@ fn classify(err: &jwt_simple::Error) -> TokenError {
     }
 }
 
-fn finish(claims: Claims, rules: &TokenRules) -> Result<Verified, TokenError> {
+/// jwt-simple reads a negative `exp` such as -1 as a time in 2106 (it casts, then its 32-bit
+/// seconds wrap), so a token could never expire. The raw times must be non-negative numbers
+/// that fit in 32 bits.
+fn times_are_sane(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(payload) = token.split('.').nth(1) else {
+        return false;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
+        return false;
+    };
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&bytes) else {
+        return false;
+    };
+    ["exp", "nbf", "iat"]
+        .iter()
+        .all(|name| match map.get(*name) {
+            None => true,
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .is_some_and(|t| (0.0..f64::from(u32::MAX)).contains(&t)),
+            Some(_) => false,
+        })
+}
+
+fn finish(token: &str, claims: Claims, rules: &TokenRules) -> Result<Verified, TokenError> {
+    if !times_are_sane(token) {
+        return Err(TokenError::Malformed);
+    }
     let expires_at = claims
         .expires_at
         .ok_or(TokenError::MissingExpiry)?
@@ -341,6 +369,25 @@ mod tests {
         assert_eq!(check(&t), Err(TokenError::NotYetValid));
         let t = with(|c| c.issued_at = Some(UnixTimeStamp::from_secs(NOW + 31)));
         assert_eq!(check(&t), Err(TokenError::IssuedInFuture));
+    }
+
+    #[test]
+    fn negative_or_absurd_times_are_refused() {
+        for field in ["exp", "nbf", "iat"] {
+            for bad in [json!(-1), json!(-1_000_000), json!(1u64 << 41)] {
+                // The library's claim types cannot hold -1: leave the typed field out and
+                // put the raw value among the custom claims, which serialise flat.
+                let mut c = claims(keycloak_claims());
+                match field {
+                    "exp" => c.expires_at = None,
+                    "nbf" => c.invalid_before = None,
+                    _ => c.issued_at = None,
+                }
+                c.custom.insert(field.into(), bad.clone());
+                let t = sign_rsa(c);
+                assert!(check(&t).is_err(), "{field}={bad}");
+            }
+        }
     }
 
     #[test]

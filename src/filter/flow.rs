@@ -41,6 +41,8 @@ pub enum WaitFor {
 #[derive(Debug)]
 pub struct Waiter {
     pub context_id: u32,
+    /// The key-set version the request was decided with.
+    pub keys_version: u64,
     pub deadline_ms: u64,
     pub state: StateRef,
     pub what: WaitFor,
@@ -180,8 +182,10 @@ fn wait(shared: &SharedRef, state: &StateRef, context_id: u32, what: WaitFor) ->
         0
     };
     let deadline_ms = now + s.config.timeout_ms + slack;
+    let keys_version = s.store.version;
     s.waiters.push(Waiter {
         context_id,
+        keys_version,
         deadline_ms,
         state: state.clone(),
         what,
@@ -371,7 +375,7 @@ pub fn on_call_response(shared: &SharedRef, token: u32, body_size: usize, curren
                     host::resume_request();
                 }
                 if slot.is_some() {
-                    settle(shared, false, now_ms, call.context_id);
+                    settle(shared, now_ms, call.context_id);
                 }
             }
         }
@@ -381,7 +385,7 @@ pub fn on_call_response(shared: &SharedRef, token: u32, body_size: usize, curren
 }
 
 /// Picks up waiting requests: after a key-set change, a published refresh, or a deadline.
-pub fn settle(shared: &SharedRef, keys_changed: bool, now_ms: u64, current: u32) {
+pub fn settle(shared: &SharedRef, now_ms: u64, current: u32) {
     let waiters = {
         let mut s = shared.borrow_mut();
         if s.waiters.is_empty() {
@@ -389,12 +393,15 @@ pub fn settle(shared: &SharedRef, keys_changed: bool, now_ms: u64, current: u32)
         }
         std::mem::take(&mut s.waiters)
     };
-    let has_keys = shared.borrow().keys().is_some();
+    let (has_keys, version) = {
+        let s = shared.borrow();
+        (s.keys().is_some(), s.store.version)
+    };
     let mut keep = Vec::new();
     let mut touched = false;
     for w in waiters {
         let ready = match &w.what {
-            WaitFor::Keys { .. } => keys_changed && has_keys,
+            WaitFor::Keys { .. } => has_keys && version != w.keys_version,
             WaitFor::Refresh { slot, .. } => {
                 let (value, _) = host::get_shared(&flight::key(slot));
                 let value = value.unwrap_or_default();

@@ -67,8 +67,8 @@ impl Context for Request {
             .borrow_mut()
             .on_jwks_response(token, body_size, now);
         if handled {
-            let changed = self.shared.borrow_mut().sync();
-            flow::settle(&self.shared, changed, now, self.context_id);
+            self.shared.borrow_mut().sync();
+            flow::settle(&self.shared, now, self.context_id);
         }
     }
 

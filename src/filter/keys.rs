@@ -70,6 +70,7 @@ impl Shared {
         match KeySet::parse(body) {
             Ok(set) => {
                 self.store.keys = Some(Rc::new(set));
+                self.store.version += 1;
                 true
             }
             Err(e) => {
@@ -81,6 +82,8 @@ impl Shared {
 
     /// Starts a fetch when one is due and no other VM holds the lease.
     pub fn maybe_fetch(&mut self, now_ms: u64) {
+        // Another VM may have fetched a moment ago.
+        self.sync();
         let refresh_ms = self.config.jwks_refresh_seconds.saturating_mul(1000);
         if !self.store.wants_fetch(now_ms, refresh_ms) {
             return;
@@ -142,6 +145,7 @@ impl Shared {
         } else {
             KeySet::parse(&body).map_err(|e| e.to_string())
         };
+        let fetched = outcome.is_ok();
         match outcome {
             Ok(set) => {
                 host::log(
@@ -164,7 +168,14 @@ impl Shared {
                 ),
             ),
         }
-        let _ = host::set_shared(&self.lease_key, &keystore::encode_lease(0), None);
+        // After a good fetch the lease is kept for the refetch interval, so that an unknown
+        // `kid` seen by several workers at once costs the provider one fetch, not one each.
+        let hold = if fetched {
+            now_ms + keystore::REFETCH_MIN_INTERVAL_MS
+        } else {
+            0
+        };
+        let _ = host::set_shared(&self.lease_key, &keystore::encode_lease(hold), None);
         true
     }
 }

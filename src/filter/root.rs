@@ -42,8 +42,8 @@ impl Context for Root {
             }
             let handled = shared.borrow_mut().on_jwks_response(token, body_size, now);
             if handled {
-                let changed = shared.borrow_mut().sync();
-                flow::settle(shared, changed, now, self.context_id);
+                shared.borrow_mut().sync();
+                flow::settle(shared, now, self.context_id);
             }
         }
     }
@@ -100,8 +100,8 @@ impl RootContext for Root {
             return;
         };
         let now = host::now_ms();
-        let changed = shared.borrow_mut().sync();
-        flow::settle(shared, changed, now, self.context_id);
+        shared.borrow_mut().sync();
+        flow::settle(shared, now, self.context_id);
         shared.borrow_mut().maybe_fetch(now);
     }
 
