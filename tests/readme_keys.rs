@@ -1,3 +1,9 @@
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 //! The README's configuration table and the parser's keys must be the same set.
 
 use std::collections::BTreeSet;
@@ -5,14 +11,21 @@ use std::collections::BTreeSet;
 #[test]
 fn readme_documents_exactly_the_config_keys() {
     let readme = include_str!("../README.md");
-    let start = readme.find("<!-- keys:start -->").expect("keys table start marker");
-    let end = readme.find("<!-- keys:end -->").expect("keys table end marker");
+    let start = readme
+        .find("<!-- keys:start -->")
+        .expect("keys table start marker");
+    let end = readme
+        .find("<!-- keys:end -->")
+        .expect("keys table end marker");
     let documented: BTreeSet<String> = readme[start..end]
         .lines()
         .filter(|l| l.starts_with("| `"))
         .filter_map(|l| l.split('`').nth(1).map(str::to_string))
         .collect();
-    let known: BTreeSet<String> = mesh_oidc::config::KEYS.iter().map(|k| k.to_string()).collect();
+    let known: BTreeSet<String> = mesh_oidc::config::KEYS
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
     assert_eq!(documented, known, "README key table vs config::KEYS");
 }
 
@@ -55,7 +68,10 @@ fn every_listed_key_is_accepted_by_the_parser() {
     // claims_to_headers' entries are data, not keys.
     set.retain(|k| !k.starts_with("claims_to_headers."));
     set.insert("claims_to_headers".into());
-    let known: BTreeSet<String> = mesh_oidc::config::KEYS.iter().map(|k| k.to_string()).collect();
+    let known: BTreeSet<String> = mesh_oidc::config::KEYS
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
     assert_eq!(set, known, "this test must set every key");
     mesh_oidc::config::Config::parse(config.to_string().as_bytes()).expect("all keys accepted");
 }
@@ -63,7 +79,11 @@ fn every_listed_key_is_accepted_by_the_parser() {
 fn collect_keys(v: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
     if let serde_json::Value::Object(map) = v {
         for (k, child) in map {
-            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             if child.is_object() && k != "claims_to_headers" {
                 collect_keys(child, &key, out);
             } else {
