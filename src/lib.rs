@@ -17,6 +17,7 @@ pub mod flight;
 pub mod jwks;
 pub mod keystore;
 pub mod login;
+pub mod metrics;
 pub mod session;
 pub mod token;
 pub mod validate;

@@ -7,6 +7,7 @@ use url::form_urlencoded;
 
 use crate::config::{ClientAuth, Config, LoginConfig, TokenRules, Upstream401};
 use crate::jwks::KeySet;
+use crate::metrics::Event;
 use crate::session::{self, Attributes, Names, Sealer, Session, Transaction};
 use crate::token::{self, TokenError, Verified};
 use crate::validate::claim_headers;
@@ -131,6 +132,7 @@ pub struct Forward {
     pub cookie_header: Option<Vec<u8>>,
     /// `Set-Cookie` values to add to the service's response (after a refresh).
     pub response_cookies: Vec<String>,
+    pub events: Vec<Event>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +239,7 @@ impl Env<'_> {
             set_headers,
             cookie_header: session::strip_sealed(&req.cookies, self.names),
             response_cookies: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -326,7 +329,7 @@ pub fn refresh_slot(login: &LoginConfig, refresh_token: &str) -> String {
 /// No valid session: a page goes to the login page (L1), anything else gets a 401 (V2).
 fn unauthenticated(env: &Env, req: &Request, rng: &mut dyn Random, clears: Vec<String>) -> Reply {
     if !req.is_page() {
-        let mut reply = web::unauthorized(None);
+        let mut reply = web::unauthorized(None).counting(Event::TokenRejected("missing"));
         for c in clears {
             reply.headers.push(("set-cookie".into(), c));
         }
@@ -382,7 +385,7 @@ pub fn start_login(env: &Env, req: &Request, rng: &mut dyn Random, clears: Vec<S
         session::TRANSACTION_TTL,
         &a,
     ));
-    redirect(location.as_str(), cookies)
+    redirect(location.as_str(), cookies).counting(Event::LoginStarted)
 }
 
 /// Clears transaction cookies that no longer open, and the oldest ones beyond the bound.
@@ -426,6 +429,7 @@ fn redirect(location: &str, cookies: Vec<String>) -> Reply {
         status: 302,
         headers,
         body: Vec::new(),
+        events: Vec::new(),
     }
 }
 
@@ -498,18 +502,22 @@ fn callback(env: &Env, req: &Request) -> Action {
             status,
             &format!("The identity provider refused the sign-in ({code})."),
             &req.request_id,
-        );
+        )
+        .counting(Event::CallbackFailed("provider_error"));
         reply
             .headers
             .extend(clear_tx.into_iter().map(|c| ("set-cookie".into(), c)));
         return Action::Reply(reply);
     }
     let (Some(code), Some(state), Some(tx_name)) = (code, state, tx_name) else {
-        return Action::Reply(error_page(
-            400,
-            "The sign-in response is missing its code or state.",
-            &req.request_id,
-        ));
+        return Action::Reply(
+            error_page(
+                400,
+                "The sign-in response is missing its code or state.",
+                &req.request_id,
+            )
+            .counting(Event::CallbackFailed("state")),
+        );
     };
     let tx = web::cookie(&req.cookies, &tx_name)
         .and_then(|v| std::str::from_utf8(v).ok())
@@ -520,7 +528,8 @@ fn callback(env: &Env, req: &Request) -> Action {
             400,
             "This sign-in does not match one started in this browser, or it took too long. Please start again.",
             &req.request_id,
-        );
+        )
+        .counting(Event::CallbackFailed("state"));
         reply
             .headers
             .extend(clear_tx.into_iter().map(|c| ("set-cookie".into(), c)));
@@ -636,8 +645,9 @@ pub fn finish_exchange(
     body: &[u8],
 ) -> Reply {
     let rid = &req.request_id;
-    let fail = |status: u32, why: &str| {
-        let mut reply = error_page(status, &format!("Sign-in failed: {why}."), rid);
+    let fail = |status: u32, why: &str, reason: &'static str| {
+        let mut reply = error_page(status, &format!("Sign-in failed: {why}."), rid)
+            .counting(Event::CallbackFailed(reason));
         reply
             .headers
             .extend(clears.iter().map(|c| ("set-cookie".to_string(), c.clone())));
@@ -645,13 +655,20 @@ pub fn finish_exchange(
     };
     let tokens = match token_response(status, body) {
         Ok(t) => t,
-        Err((code, why)) => return fail(code, &why),
+        Err((code, why)) => {
+            let reason = if code == 504 {
+                "timeout"
+            } else {
+                "token_endpoint"
+            };
+            return fail(code, &why, reason);
+        }
     };
     let Some(id_token) = tokens.id_token.as_deref() else {
-        return fail(502, "the provider sent no ID token");
+        return fail(502, "the provider sent no ID token", "id_token");
     };
     let Some(keys) = env.keys else {
-        return fail(503, "the signing keys are not available yet");
+        return fail(503, "the signing keys are not available yet", "keys");
     };
     let id_rules = TokenRules {
         issuer: env.config.rules.issuer.clone(),
@@ -664,6 +681,7 @@ pub fn finish_exchange(
         return fail(
             502,
             &format!("the ID token is not valid ({})", e.description()),
+            "id_token",
         );
     }
     let access = match token::verify(&tokens.access_token, keys, &env.config.rules, env.now, None) {
@@ -672,6 +690,7 @@ pub fn finish_exchange(
             return fail(
                 502,
                 &format!("the access token is not accepted ({})", e.description()),
+                "access_token",
             )
         }
     };
@@ -685,11 +704,15 @@ pub fn finish_exchange(
         .unwrap_or(DEFAULT_SESSION_TTL);
     let Some(mut cookies) = session_cookies(env, req, &tokens.access_token, &access, &session, ttl)
     else {
-        return fail(502, "the tokens are too large to keep in cookies");
+        return fail(
+            502,
+            "the tokens are too large to keep in cookies",
+            "too_large",
+        );
     };
     cookies.extend(clears);
     let target = safe_local_path(&tx.path).unwrap_or_else(|| "/".into());
-    redirect(&target, cookies)
+    redirect(&target, cookies).counting(Event::CallbackOk)
 }
 
 /// L5: the token endpoint answered a refresh. Success: the same request goes on with the new
@@ -724,9 +747,12 @@ pub fn finish_refresh(
         Some((token, verified, cookies)) => {
             let mut forward = env.forward(req, &token, &verified);
             forward.response_cookies = cookies;
+            forward.events.push(Event::RefreshOk);
             Action::Continue(forward)
         }
-        None => Action::Reply(unauthenticated(env, req, rng, env.clear_all(req))),
+        None => Action::Reply(
+            unauthenticated(env, req, rng, env.clear_all(req)).counting(Event::RefreshFailed),
+        ),
     }
 }
 
@@ -743,7 +769,7 @@ pub fn logout(env: &Env, req: &Request, _extra: Vec<String>) -> Reply {
         env.login.post_logout_redirect.clone()
     };
     let Some(endpoint) = &env.login.end_session_endpoint else {
-        return redirect(&post_logout, cookies);
+        return redirect(&post_logout, cookies).counting(Event::Logout);
     };
     let mut location = endpoint.clone();
     {
@@ -754,7 +780,7 @@ pub fn logout(env: &Env, req: &Request, _extra: Vec<String>) -> Reply {
         q.append_pair("post_logout_redirect_uri", &post_logout);
         q.append_pair("client_id", env.client_id());
     }
-    redirect(location.as_str(), cookies)
+    redirect(location.as_str(), cookies).counting(Event::Logout)
 }
 
 /// L7: the service answered a page request with 401. `None`: let the 401 through.
@@ -762,11 +788,12 @@ pub fn upstream_401(env: &Env, req: &Request, rng: &mut dyn Random) -> Option<Re
     if !req.is_page() {
         return None;
     }
-    match env.login.on_upstream_401 {
-        Upstream401::Pass => None,
-        Upstream401::Logout => Some(logout(env, req, Vec::new())),
-        Upstream401::Login => Some(start_login(env, req, rng, env.clear_all(req))),
-    }
+    let reply = match env.login.on_upstream_401 {
+        Upstream401::Pass => return None,
+        Upstream401::Logout => logout(env, req, Vec::new()),
+        Upstream401::Login => start_login(env, req, rng, env.clear_all(req)),
+    };
+    Some(reply.counting(Event::Upstream401))
 }
 
 /// A small, readable HTML error page with the request id.
@@ -785,6 +812,7 @@ pub fn error_page(status: u32, message: &str, request_id: &str) -> Reply {
             ("cache-control".into(), "no-store".into()),
         ],
         body: body.into_bytes(),
+        events: Vec::new(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::jwks::KeySet;
+use crate::metrics::Event;
 use crate::token::{self, TokenError};
 use crate::web::{self, Reply};
 
@@ -39,14 +40,14 @@ pub fn decide(
     refetch_allowed: bool,
 ) -> Decision {
     let Some(raw) = token else {
-        return Decision::Reply(web::unauthorized(None));
+        return Decision::Reply(web::unauthorized(None).counting(Event::TokenRejected("missing")));
     };
     let Ok(token) = std::str::from_utf8(raw) else {
-        return Decision::Reply(web::unauthorized(Some(TokenError::Malformed.description())));
+        return reject(TokenError::Malformed);
     };
     // Malformed tokens and forbidden algorithms are refused without waiting for keys.
     if let Err(e) = token::read_header(token) {
-        return Decision::Reply(web::unauthorized(Some(e.description())));
+        return reject(e);
     }
     let Some(keys) = keys else {
         return Decision::WaitForKeys;
@@ -54,8 +55,14 @@ pub fn decide(
     match token::verify(token, keys, &config.rules, now_secs, None) {
         Ok(verified) => Decision::Continue(claim_headers(config, &verified)),
         Err(TokenError::UnknownKey) if refetch_allowed => Decision::RefetchKeys,
-        Err(e) => Decision::Reply(web::unauthorized(Some(e.description()))),
+        Err(e) => reject(e),
     }
+}
+
+fn reject(e: TokenError) -> Decision {
+    Decision::Reply(
+        web::unauthorized(Some(e.description())).counting(Event::TokenRejected(e.reason())),
+    )
 }
 
 #[cfg(test)]

@@ -1,12 +1,16 @@
 //! HTTP pieces with no proxy-wasm in them: cookies, the bearer token, paths, local replies.
 //! Header values arrive as bytes (they need not be UTF-8); everything here copes with that.
 
+use crate::metrics::Event;
+
 /// A response the filter sends itself instead of forwarding the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub status: u32,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// What to count for this reply.
+    pub events: Vec<Event>,
 }
 
 impl Reply {
@@ -25,7 +29,13 @@ impl Reply {
                 ("cache-control".into(), "no-store".into()),
             ],
             body: body.to_string().into_bytes(),
+            events: Vec::new(),
         }
+    }
+
+    pub fn counting(mut self, event: Event) -> Reply {
+        self.events.push(event);
+        self
     }
 
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Reply {

@@ -88,7 +88,8 @@ fn log_reply(state: &State, reply: &Reply) {
     );
 }
 
-fn apply_forward(state: &StateRef, forward: Forward) {
+fn apply_forward(shared: &SharedRef, state: &StateRef, forward: Forward) {
+    shared.borrow_mut().count(&forward.events);
     for (name, value) in &forward.set_headers {
         host::set_request_header(name, Some(value));
     }
@@ -148,7 +149,7 @@ pub fn run(
                 }
                 Outcome::Continue
             }
-            Decision::Reply(reply) => reply_with(state, &reply),
+            Decision::Reply(reply) => reply_with(shared, state, &reply),
             Decision::WaitForKeys => {
                 wait(shared, state, context_id, WaitFor::Keys { refetch: false })
             }
@@ -163,7 +164,8 @@ pub fn run(
     outcome
 }
 
-fn reply_with(state: &StateRef, reply: &Reply) -> Outcome {
+fn reply_with(shared: &SharedRef, state: &StateRef, reply: &Reply) -> Outcome {
+    shared.borrow_mut().count(&reply.events);
     log_reply(&state.borrow(), reply);
     host::send_reply(reply);
     Outcome::Pause
@@ -204,10 +206,10 @@ fn carry_out(
 ) -> Outcome {
     match action {
         Action::Continue(forward) => {
-            apply_forward(state, forward);
+            apply_forward(shared, state, forward);
             Outcome::Continue
         }
-        Action::Reply(reply) => reply_with(state, &reply),
+        Action::Reply(reply) => reply_with(shared, state, &reply),
         Action::WaitForKeys => wait(shared, state, context_id, WaitFor::Keys { refetch: false }),
         Action::RefetchKeys => wait(shared, state, context_id, WaitFor::Keys { refetch: true }),
         Action::Exchange { call, tx, clears } => dispatch(
@@ -309,6 +311,7 @@ fn dispatch(
                 &format!("mesh-oidc: cannot call the token endpoint: cluster {cluster} is not known to Envoy"),
             );
             reply_with(
+                shared,
                 state,
                 &login::error_page(502, "The identity provider cannot be reached.", request_id),
             )
@@ -351,7 +354,7 @@ pub fn on_call_response(shared: &SharedRef, token: u32, body_size: usize, curren
                         &format!("mesh-oidc[{}]: code exchange failed: HTTP {status} from the token endpoint", req.request_id),
                     );
                 }
-                reply_with(&call.state, &reply);
+                reply_with(shared, &call.state, &reply);
             }
             Purpose::Refresh { session, slot } => {
                 if let Some(slot) = &slot {
@@ -439,7 +442,7 @@ pub fn settle(shared: &SharedRef, now_ms: u64, current: u32) {
                     login::error_page(504, "The identity provider did not answer in time.", &rid)
                 }
             };
-            reply_with(&w.state, &reply);
+            reply_with(shared, &w.state, &reply);
         }
     }
     shared.borrow_mut().waiters.extend(keep);

@@ -122,3 +122,11 @@ impl crate::login::Random for OsRandom {
         jwt_simple::reexports::rand::thread_rng().fill_bytes(buf);
     }
 }
+
+pub fn define_counter(name: &str) -> Option<u32> {
+    hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, name).ok()
+}
+
+pub fn increment(metric_id: u32) {
+    let _ = hostcalls::increment_metric(metric_id, 1);
+}

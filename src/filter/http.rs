@@ -155,6 +155,7 @@ impl HttpContext for Request {
                         req.request_id
                     ),
                 );
+                self.shared.borrow_mut().count(&reply.events);
                 host::send_reply(&reply);
                 Action::Pause
             }

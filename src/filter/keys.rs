@@ -13,6 +13,7 @@ use super::flow::{Call, Waiter};
 use crate::config::Config;
 use crate::jwks::KeySet;
 use crate::keystore::{self, KeyStore};
+use crate::metrics::Event;
 use crate::session::{Names, Sealer};
 
 /// What a root context and its HTTP contexts share (one VM, one thread).
@@ -24,6 +25,8 @@ pub struct Shared {
     pub waiters: Vec<Waiter>,
     /// Dispatched token calls, by token: whose they are and what they are for.
     pub calls: HashMap<u32, Call>,
+    /// Counter ids by name, defined on first use.
+    metrics: HashMap<String, u32>,
     data_key: String,
     lease_key: String,
 }
@@ -47,9 +50,29 @@ impl Shared {
             store: KeyStore::default(),
             waiters: Vec::new(),
             calls: HashMap::new(),
+            metrics: HashMap::new(),
             data_key,
             lease_key,
         }))
+    }
+
+    pub fn count(&mut self, events: &[Event]) {
+        for event in events {
+            let name = event.metric_name();
+            let id = match self.metrics.get(&name) {
+                Some(id) => Some(*id),
+                None => {
+                    let id = host::define_counter(&name);
+                    if let Some(id) = id {
+                        self.metrics.insert(name, id);
+                    }
+                    id
+                }
+            };
+            if let Some(id) = id {
+                host::increment(id);
+            }
+        }
     }
 
     pub fn keys(&self) -> Option<Rc<KeySet>> {
@@ -146,6 +169,11 @@ impl Shared {
             KeySet::parse(&body).map_err(|e| e.to_string())
         };
         let fetched = outcome.is_ok();
+        self.count(&[if fetched {
+            Event::KeysFetched
+        } else {
+            Event::KeysFetchFailed
+        }]);
         match outcome {
             Ok(set) => {
                 host::log(
