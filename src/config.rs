@@ -44,6 +44,7 @@ pub const KEYS: &[&str] = &[
     "timeout_ms",
     "jwks_refresh_seconds",
     "on_upstream_401",
+    "client_secrets",
 ];
 
 /// A configuration error: the dotted key and what is wrong with it.
@@ -509,6 +510,19 @@ fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         internal_url = Some(internal);
     }
 
+    // flask-oidc's client_secrets.json `web` object: the seed application's configuration.
+    let mut from_secrets = FromClientSecrets::default();
+    if let Some(cs) = root.object("client_secrets")? {
+        if internal_url.is_some() {
+            return Err(ConfigError::new(
+                "client_secrets",
+                "cannot be combined with keycloak (use one of them)",
+            ));
+        }
+        from_secrets = client_secrets(cs, &mut derived)?;
+        internal_url = from_secrets.internal_url.clone();
+    }
+
     let mut endpoints: BTreeMap<&str, Url> = BTreeMap::new();
     let mut issuer: Option<String> = derived.get("issuer").cloned();
     let mut oidc = root.object("oidc")?;
@@ -569,7 +583,15 @@ fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         }
     };
 
-    let client_id = root.nonempty_string("client_id")?;
+    let client_id = match (root.nonempty_string("client_id")?, from_secrets.client_id) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ConfigError::new(
+                "client_id",
+                "differs from client_secrets.client_id",
+            ))
+        }
+        (a, b) => a.or(b),
+    };
     if let Some(id) = &client_id {
         if id.chars().any(|c| c.is_control()) {
             return Err(ConfigError::new(
@@ -578,7 +600,10 @@ fn build(root: &mut Obj) -> Result<Config, ConfigError> {
             ));
         }
     }
-    let client_secret = root.nonempty_string("client_secret")?.map(Secret::new);
+    let client_secret = root
+        .nonempty_string("client_secret")?
+        .map(Secret::new)
+        .or(from_secrets.client_secret);
     let client_auth = match root.string("client_auth_method")?.as_deref() {
         None | Some("client_secret_basic") => ClientAuth::Basic,
         Some("client_secret_post") => ClientAuth::Post,
@@ -614,6 +639,7 @@ fn build(root: &mut Obj) -> Result<Config, ConfigError> {
     let callback_path = local_path(
         "callback_path",
         root.string("callback_path")?
+            .or(from_secrets.callback_path)
             .unwrap_or_else(|| "/callback".into()),
     )?;
     let logout_path = local_path(
@@ -773,6 +799,70 @@ fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         timeout_ms,
         jwks_refresh_seconds,
     })
+}
+
+#[derive(Default)]
+struct FromClientSecrets {
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    callback_path: Option<String>,
+    internal_url: Option<Url>,
+}
+
+/// Reads flask-oidc's `client_secrets.json` (its `web` object, or the whole file) into derived
+/// endpoints. Keycloak's URL layout gives the key set and end-session endpoints too.
+fn client_secrets(
+    mut cs: Obj,
+    derived: &mut BTreeMap<&'static str, String>,
+) -> Result<FromClientSecrets, ConfigError> {
+    if let Some(web) = cs.object("web")? {
+        cs.finish()?;
+        cs = web;
+    }
+    let mut out = FromClientSecrets::default();
+    let url_of = |cs: &mut Obj, name: &str| -> Result<Option<Url>, ConfigError> {
+        let key = cs.key(name);
+        cs.string(name)?.map(|s| parse_url(&key, &s)).transpose()
+    };
+    if let Some(issuer) = url_of(&mut cs, "issuer")? {
+        derived.insert("issuer", issuer.as_str().trim_end_matches('/').to_string());
+    }
+    let oidc = "/protocol/openid-connect/";
+    if let Some(auth) = url_of(&mut cs, "auth_uri")? {
+        if let Some(base) = auth.as_str().strip_suffix("/protocol/openid-connect/auth") {
+            derived.insert("end_session_endpoint", format!("{base}{oidc}logout"));
+        }
+        derived.insert("authorization_endpoint", auth.to_string());
+    }
+    let token = url_of(&mut cs, "token_uri")?
+        .ok_or_else(|| ConfigError::new(cs.key("token_uri"), "is required"))?;
+    if let Some(base) = token
+        .as_str()
+        .strip_suffix("/protocol/openid-connect/token")
+    {
+        derived.insert("jwks_uri", format!("{base}{oidc}certs"));
+    }
+    derived.insert("token_endpoint", token.to_string());
+    if let Some(u) = url_of(&mut cs, "userinfo_uri")? {
+        derived.insert("userinfo_endpoint", u.to_string());
+    }
+    if let Some(u) = url_of(&mut cs, "token_introspection_uri")? {
+        derived.insert("introspection_endpoint", u.to_string());
+    }
+    out.client_id = cs.nonempty_string("client_id")?;
+    out.client_secret = cs.nonempty_string("client_secret")?.map(Secret::new);
+    if let Some(uris) = cs.strings("redirect_uris")? {
+        if let Some(first) = uris.first() {
+            let url = parse_url(&cs.key("redirect_uris"), first)?;
+            out.callback_path = Some(url.path().to_string());
+        }
+    }
+    cs.finish()?;
+    let mut origin = token;
+    origin.set_path("/");
+    origin.set_query(None);
+    out.internal_url = Some(origin);
+    Ok(out)
 }
 
 fn parse_session_secret(s: &str) -> Result<SessionKey, ConfigError> {
@@ -1312,6 +1402,64 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not valid JSON"));
+    }
+
+    #[test]
+    fn flask_oidc_client_secrets_migrate_as_they_are() {
+        // The seed's client_secrets.json, as flask-oidc read it.
+        let v = json!({
+            "mode": "login",
+            "client_secrets": {"web": {
+                "issuer": "https://sso.example.com/realms/dev",
+                "auth_uri": "https://sso.example.com/realms/dev/protocol/openid-connect/auth",
+                "client_id": "productpage",
+                "client_secret": "s3cr3t",
+                "redirect_uris": ["https://bookinfo.example.com/oidc_callback"],
+                "userinfo_uri": "http://keycloak.keycloak.svc.cluster.local:8080/realms/dev/protocol/openid-connect/userinfo",
+                "token_uri": "http://keycloak.keycloak.svc.cluster.local:8080/realms/dev/protocol/openid-connect/token",
+                "token_introspection_uri": "http://keycloak.keycloak.svc.cluster.local:8080/realms/dev/protocol/openid-connect/token/introspect"
+            }},
+            "session_secret": SECRET
+        });
+        let c = parse(&v).unwrap();
+        let l = c.login().unwrap();
+        assert_eq!(c.rules.issuer, "https://sso.example.com/realms/dev");
+        assert_eq!(c.client_id.as_deref(), Some("productpage"));
+        assert_eq!(l.client_secret.expose(), "s3cr3t");
+        assert_eq!(l.callback_path, "/oidc_callback");
+        assert_eq!(
+            c.cluster,
+            "outbound|8080||keycloak.keycloak.svc.cluster.local"
+        );
+        assert_eq!(c.jwks.path, "/realms/dev/protocol/openid-connect/certs");
+        assert_eq!(
+            l.token_endpoint.authority,
+            "keycloak.keycloak.svc.cluster.local:8080"
+        );
+        assert_eq!(
+            l.end_session_endpoint.as_ref().unwrap().as_str(),
+            "https://sso.example.com/realms/dev/protocol/openid-connect/logout"
+        );
+        assert_eq!(
+            c.userinfo_endpoint.unwrap().path,
+            "/realms/dev/protocol/openid-connect/userinfo"
+        );
+
+        let mut both = v.clone();
+        both["keycloak"] = login_base()["keycloak"].clone();
+        assert!(error_of(&both).starts_with("client_secrets: cannot be combined with keycloak"));
+        let mut differ = v.clone();
+        differ["client_id"] = json!("other");
+        assert!(error_of(&differ).starts_with("client_id: differs"));
+        let mut odd = v.clone();
+        odd["client_secrets"]["web"]["flavour"] = json!(1);
+        assert!(error_of(&odd).starts_with("client_secrets.web.flavour: unknown key"));
+        let mut no_token = v;
+        no_token["client_secrets"]["web"]
+            .as_object_mut()
+            .unwrap()
+            .remove("token_uri");
+        assert!(error_of(&no_token).starts_with("client_secrets.web.token_uri: is required"));
     }
 
     #[test]

@@ -63,7 +63,22 @@ fn every_listed_key_is_accepted_by_the_parser() {
         "jwks_refresh_seconds": 60,
         "on_upstream_401": "pass"
     });
+    // client_secrets replaces keycloak, so it is checked in a second configuration.
+    let migrated = serde_json::json!({
+        "mode": "login",
+        "client_secrets": {"web": {
+            "issuer": "https://sso.example.com/realms/dev",
+            "auth_uri": "https://sso.example.com/realms/dev/protocol/openid-connect/auth",
+            "token_uri": "http://kc:8080/realms/dev/protocol/openid-connect/token",
+            "client_id": "productpage", "client_secret": "s",
+            "redirect_uris": ["https://bookinfo.example.com/callback"]
+        }},
+        "session_secret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+    });
+    mesh_oidc::config::Config::parse(migrated.to_string().as_bytes())
+        .expect("client_secrets accepted");
     let mut set = BTreeSet::new();
+    set.insert("client_secrets".to_string());
     collect_keys(&config, "", &mut set);
     // claims_to_headers' entries are data, not keys.
     set.retain(|k| !k.starts_with("claims_to_headers."));
