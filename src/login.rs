@@ -162,6 +162,8 @@ pub struct Env<'a> {
     pub sealer: &'a Sealer,
     pub names: &'a Names,
     pub keys: Option<&'a KeySet>,
+    /// Verified access tokens (the warm path); `None` checks every time.
+    pub cache: token::CacheRef<'a>,
     pub now: u64,
 }
 
@@ -281,7 +283,7 @@ pub fn decide(env: &Env, req: &Request, rng: &mut dyn Random, refetch_allowed: b
         let Some(keys) = env.keys else {
             return Action::WaitForKeys;
         };
-        match token::verify(&token, keys, &env.config.rules, env.now, None) {
+        match token::verify_access(&token, keys, env.cache, &env.config.rules, env.now) {
             Ok(verified) => return Action::Continue(env.forward(req, &token, &verified)),
             Err(TokenError::UnknownKey) if refetch_allowed => return Action::RefetchKeys,
             Err(_) => clears = env.clear_all(req),
@@ -727,8 +729,14 @@ pub fn finish_refresh(
 ) -> Action {
     let refreshed = token_response(status, body).ok().and_then(|tokens| {
         let keys = env.keys?;
-        let access =
-            token::verify(&tokens.access_token, keys, &env.config.rules, env.now, None).ok()?;
+        let access = token::verify_access(
+            &tokens.access_token,
+            keys,
+            env.cache,
+            &env.config.rules,
+            env.now,
+        )
+        .ok()?;
         let session = Session {
             id_token: tokens.id_token.clone().or_else(|| old.id_token.clone()),
             refresh_token: tokens
@@ -894,6 +902,7 @@ mod tests {
                 sealer: &self.sealer,
                 names: &self.names,
                 keys: Some(&self.keys),
+                cache: None,
                 now,
             }
         }

@@ -287,6 +287,77 @@ fn finish(token: &str, claims: Claims, rules: &TokenRules) -> Result<Verified, T
     })
 }
 
+/// Verified access tokens, so that a token is checked once, not on every request (issue: the
+/// warm path). Only successes are kept, each until its `exp` plus the skew; the whole cache is
+/// dropped when the key set changes, so a removed key stops working at once. Bounded: when full,
+/// expired entries go first, then everything.
+#[derive(Debug, Default)]
+pub struct Cache {
+    entries: std::collections::HashMap<Box<str>, std::rc::Rc<Verified>>,
+    keys_version: u64,
+}
+
+/// Entries kept per VM; a Keycloak access token is 1–2 KB, so this is a few MB at most.
+pub const CACHE_CAPACITY: usize = 1024;
+
+/// The per-VM cache and the key-set version it belongs to, as decisions receive them.
+pub type CacheRef<'a> = Option<(&'a std::cell::RefCell<Cache>, u64)>;
+
+/// Checks an access token, through the cache when there is one.
+pub fn verify_access(
+    token: &str,
+    keys: &KeySet,
+    cache: CacheRef,
+    rules: &TokenRules,
+    now: u64,
+) -> Result<std::rc::Rc<Verified>, TokenError> {
+    match cache {
+        Some((cache, version)) => cache.borrow_mut().verify(token, keys, version, rules, now),
+        None => verify(token, keys, rules, now, None).map(std::rc::Rc::new),
+    }
+}
+
+impl Cache {
+    /// Verifies `token`, or finds it verified before under the same key set.
+    pub fn verify(
+        &mut self,
+        token: &str,
+        keys: &KeySet,
+        keys_version: u64,
+        rules: &TokenRules,
+        now: u64,
+    ) -> Result<std::rc::Rc<Verified>, TokenError> {
+        if keys_version != self.keys_version {
+            self.entries.clear();
+            self.keys_version = keys_version;
+        }
+        let live = |v: &Verified| now <= v.expires_at.saturating_add(rules.clock_skew_seconds);
+        if let Some(hit) = self.entries.get(token) {
+            if live(hit) {
+                return Ok(hit.clone());
+            }
+            self.entries.remove(token);
+        }
+        let verified = std::rc::Rc::new(verify(token, keys, rules, now, None)?);
+        if self.entries.len() >= CACHE_CAPACITY {
+            self.entries.retain(|_, v| live(v));
+            if self.entries.len() >= CACHE_CAPACITY {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(token.into(), verified.clone());
+        Ok(verified)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// The header value for a claim: strings as they are, numbers and booleans printed, a list of
 /// those joined with commas; `name` may be a dotted path (`realm_access.roles`). `None` when the
 /// claim is absent, is an object, or would not be a valid header value.
@@ -554,6 +625,51 @@ mod tests {
             "eyJhbGciOiJSUzI1NiIsImtpZCI6WzEsMl19.e30.e30",
         ] {
             assert!(check(junk).is_err(), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_successes_until_expiry_and_forgets_on_key_change() {
+        let mut cache = Cache::default();
+        let keys = keyset();
+        let t = valid_token();
+        assert!(cache.verify(&t, &keys, 1, &rules(), NOW).is_ok());
+        assert_eq!(cache.len(), 1);
+        // A hit needs no keys that verify: an empty set proves the cache answered.
+        let empty = KeySet::default();
+        assert!(cache.verify(&t, &empty, 1, &rules(), NOW + 100).is_ok());
+        // Past exp + skew the entry is gone and the token is checked again (and refused).
+        assert_eq!(
+            cache
+                .verify(&t, &keys, 1, &rules(), NOW + 290 + 31)
+                .map(|_| ()),
+            Err(TokenError::Expired)
+        );
+        assert!(cache.is_empty());
+        // Failures are never cached.
+        let expired = with(|c| c.expires_at = Some(UnixTimeStamp::from_secs(NOW - 100)));
+        assert!(cache.verify(&expired, &keys, 1, &rules(), NOW).is_err());
+        assert!(cache.is_empty());
+        // A new key set version drops what was verified under the old one.
+        assert!(cache.verify(&t, &keys, 1, &rules(), NOW).is_ok());
+        assert_eq!(
+            cache.verify(&t, &empty, 2, &rules(), NOW).map(|_| ()),
+            Err(TokenError::UnknownKey)
+        );
+        // A tampered copy is not the same key.
+        let mut forged = t.clone();
+        forged.push('A');
+        assert!(cache.verify(&forged, &keys, 1, &rules(), NOW).is_err());
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let mut cache = Cache::default();
+        let keys = keyset();
+        for i in 0..(CACHE_CAPACITY + 5) {
+            let t = with(|c| c.jwt_id = Some(format!("jti-{i}")));
+            assert!(cache.verify(&t, &keys, 1, &rules(), NOW).is_ok());
+            assert!(cache.len() <= CACHE_CAPACITY);
         }
     }
 

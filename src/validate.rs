@@ -36,6 +36,7 @@ pub fn decide(
     config: &Config,
     token: Option<&[u8]>,
     keys: Option<&KeySet>,
+    cache: token::CacheRef,
     now_secs: u64,
     refetch_allowed: bool,
 ) -> Decision {
@@ -52,7 +53,7 @@ pub fn decide(
     let Some(keys) = keys else {
         return Decision::WaitForKeys;
     };
-    match token::verify(token, keys, &config.rules, now_secs, None) {
+    match token::verify_access(token, keys, cache, &config.rules, now_secs) {
         Ok(verified) => Decision::Continue(claim_headers(config, &verified)),
         Err(TokenError::UnknownKey) if refetch_allowed => Decision::RefetchKeys,
         Err(e) => reject(e),
@@ -99,7 +100,14 @@ mod tests {
         let mut custom = keycloak_claims();
         custom.insert("evil".into(), json!("x\r\nx-admin: 1"));
         let t = sign_rsa(claims(custom));
-        let d = decide(&config(), Some(t.as_bytes()), Some(&keyset()), NOW, true);
+        let d = decide(
+            &config(),
+            Some(t.as_bytes()),
+            Some(&keyset()),
+            None,
+            NOW,
+            true,
+        );
         let Decision::Continue(mut headers) = d else {
             panic!("{d:?}")
         };
@@ -115,7 +123,7 @@ mod tests {
 
     #[test]
     fn no_token_is_401_without_error() {
-        let d = decide(&config(), None, Some(&keyset()), NOW, true);
+        let d = decide(&config(), None, Some(&keyset()), None, NOW, true);
         assert_eq!(status_and_challenge(&d), (401, "Bearer".into()));
     }
 
@@ -127,8 +135,14 @@ mod tests {
             sign_rsa(c)
         };
         for t in [expired.as_bytes(), b"garbage", b"a.b.c", b"\xff\xfe"] {
-            let (status, challenge) =
-                status_and_challenge(&decide(&config(), Some(t), Some(&keyset()), NOW, true));
+            let (status, challenge) = status_and_challenge(&decide(
+                &config(),
+                Some(t),
+                Some(&keyset()),
+                None,
+                NOW,
+                true,
+            ));
             assert_eq!(status, 401);
             assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
         }
@@ -138,15 +152,15 @@ mod tests {
     fn waits_for_keys_only_when_a_token_needs_them() {
         let t = valid_token();
         assert_eq!(
-            decide(&config(), Some(t.as_bytes()), None, NOW, true),
+            decide(&config(), Some(t.as_bytes()), None, None, NOW, true),
             Decision::WaitForKeys
         );
         assert_eq!(
-            status_and_challenge(&decide(&config(), None, None, NOW, true)).0,
+            status_and_challenge(&decide(&config(), None, None, None, NOW, true)).0,
             401
         );
         assert_eq!(
-            status_and_challenge(&decide(&config(), Some(b"junk"), None, NOW, true)).0,
+            status_and_challenge(&decide(&config(), Some(b"junk"), None, None, NOW, true)).0,
             401
         );
     }
@@ -159,13 +173,21 @@ mod tests {
             .sign(claims(keycloak_claims()))
             .unwrap();
         assert_eq!(
-            decide(&config(), Some(t.as_bytes()), Some(&keyset()), NOW, true),
+            decide(
+                &config(),
+                Some(t.as_bytes()),
+                Some(&keyset()),
+                None,
+                NOW,
+                true
+            ),
             Decision::RefetchKeys
         );
         let (status, challenge) = status_and_challenge(&decide(
             &config(),
             Some(t.as_bytes()),
             Some(&keyset()),
+            None,
             NOW,
             false,
         ));

@@ -112,13 +112,15 @@ pub fn run(
     held: bool,
 ) -> Outcome {
     let now_ms = host::now_ms();
-    let (config, keys, login_parts, refetch_allowed) = {
+    let (config, keys, login_parts, refetch_allowed, cache, version) = {
         let s = shared.borrow();
         (
             s.config.clone(),
             s.keys(),
             s.login.clone(),
             refetch_ok && s.store.refetch_allowed(now_ms),
+            s.cache.clone(),
+            s.store.version,
         )
     };
     let outcome = if let (Some(req), Some((sealer, names)), Some(login_cfg)) =
@@ -130,6 +132,7 @@ pub fn run(
             sealer: &sealer,
             names: &names,
             keys: keys.as_deref(),
+            cache: Some((&cache, version)),
             now: now_ms / 1000,
         };
         let action = login::decide(&env, &req, &mut OsRandom, refetch_allowed);
@@ -140,6 +143,7 @@ pub fn run(
             &config,
             token.as_deref(),
             keys.as_deref(),
+            Some((&cache, version)),
             now_ms / 1000,
             refetch_allowed,
         ) {
@@ -330,9 +334,15 @@ pub fn on_call_response(shared: &SharedRef, token: u32, body_size: usize, curren
         return true;
     }
     let now_ms = host::now_ms();
-    let (config, keys, login_parts) = {
+    let (config, keys, login_parts, cache, version) = {
         let s = shared.borrow();
-        (s.config.clone(), s.keys(), s.login.clone())
+        (
+            s.config.clone(),
+            s.keys(),
+            s.login.clone(),
+            s.cache.clone(),
+            s.store.version,
+        )
     };
     let req = call.state.borrow().login.clone();
     if let (Some(req), Some((sealer, names)), Some(login_cfg)) = (req, login_parts, config.login())
@@ -343,6 +353,7 @@ pub fn on_call_response(shared: &SharedRef, token: u32, body_size: usize, curren
             sealer: &sealer,
             names: &names,
             keys: keys.as_deref(),
+            cache: Some((&cache, version)),
             now: now_ms / 1000,
         };
         match call.purpose {

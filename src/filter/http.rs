@@ -144,6 +144,7 @@ impl HttpContext for Request {
             sealer: &sealer,
             names: &names,
             keys: keys.as_deref(),
+            cache: None,
             now: host::now_ms() / 1000,
         };
         match login::upstream_401(&env, &req, &mut OsRandom) {

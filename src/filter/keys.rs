@@ -15,6 +15,7 @@ use crate::jwks::KeySet;
 use crate::keystore::{self, KeyStore};
 use crate::metrics::Event;
 use crate::session::{Names, Sealer};
+use crate::token::Cache;
 
 /// What a root context and its HTTP contexts share (one VM, one thread).
 pub struct Shared {
@@ -25,6 +26,8 @@ pub struct Shared {
     pub waiters: Vec<Waiter>,
     /// Dispatched token calls, by token: whose they are and what they are for.
     pub calls: HashMap<u32, Call>,
+    /// Access tokens verified in this VM.
+    pub cache: Rc<RefCell<Cache>>,
     /// Counter ids by name, defined on first use.
     metrics: HashMap<String, u32>,
     data_key: String,
@@ -51,6 +54,7 @@ impl Shared {
             waiters: Vec::new(),
             calls: HashMap::new(),
             metrics: HashMap::new(),
+            cache: Rc::default(),
             data_key,
             lease_key,
         }))
