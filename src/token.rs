@@ -173,8 +173,6 @@ fn verify_with(
             .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
         (KeyMaterial::P256(point), Alg::ES256) => ES256PublicKey::from_bytes(point)
             .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
-        (KeyMaterial::P384(point), Alg::ES384) => ES384PublicKey::from_bytes(point)
-            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
         _ => return Err(TokenError::KeyMismatch),
     };
     result.map_err(|e| classify(&e))
