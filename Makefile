@@ -2,6 +2,7 @@
 #   make setup   install what a fresh machine lacks (wasm target, Envoy venv, test provider)
 #   make build   target/wasm32-wasip1/release/mesh_oidc.wasm
 #   make test    lint + native unit tests + end-to-end tests in a real Envoy
+#   make demo    Bookinfo (productpage, details, reviews) behind the filter and a local provider
 
 SHELL := /bin/bash
 WASM_TARGET := wasm32-wasip1
@@ -11,7 +12,7 @@ ENVOY := $(VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
 NODE_MODULES := tests/node_modules/.package-lock.json
 
-.PHONY: setup build unit lint e2e test clean
+.PHONY: setup build unit lint e2e test demo clean
 
 setup: .stamp-wasm-target $(ENVOY) $(NODE_MODULES)
 
@@ -44,6 +45,9 @@ e2e: setup build
 	cd tests && node --test --test-concurrency=1 e2e/
 
 test: lint unit e2e
+
+demo: setup build
+	./scripts/demo.sh
 
 clean:
 	cargo clean

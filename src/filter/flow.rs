@@ -123,8 +123,10 @@ pub fn run(
             s.store.version,
         )
     };
+    // Cloned out first: the borrow must end before carrying the decision out writes to `state`.
+    let login_req = state.borrow().login.clone();
     let outcome = if let (Some(req), Some((sealer, names)), Some(login_cfg)) =
-        (state.borrow().login.clone(), login_parts, config.login())
+        (login_req, login_parts, config.login())
     {
         let env = Env {
             config: &config,

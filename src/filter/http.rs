@@ -120,7 +120,8 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        let Some(req) = self.state.borrow().login.clone() else {
+        let login_req = self.state.borrow().login.clone();
+        let Some(req) = login_req else {
             return Action::Continue;
         };
         let cookies = std::mem::take(&mut self.state.borrow_mut().response_cookies);
