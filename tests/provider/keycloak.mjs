@@ -28,7 +28,11 @@
 //
 // Stdout protocol (read by tests/e2e/lib/provider.mjs):
 //   READY {"port":..,"issuer":..,"publicUrl":..}   once, when listening
-//   REQ {"method":..,"path":..,"host":..,"status":..,"auth":..,"ms":..}   one line per request
+//   REQ {"method":..,"path":..,"host":..,"status":..,"auth":..,"grant":..,"ms":..}   one line per request
+//                                                  (grant: the grant_type of a token request oidc-provider handled)
+//
+// The login form also takes a "cancel" field (Keycloak's Cancel button): the login ends with
+// error=access_denied at the client's redirect_uri.
 //
 // Test-only control endpoint (same port):  POST /__control  {"delayMs":{"token":3000},"failStatus":{"certs":500}}
 // (keys: auth, token, certs, logout, userinfo, introspect, discovery). {} resets.
@@ -492,6 +496,9 @@ function makeProvider() {
   provider.Client.prototype.includeSid = function includeSid() { return true; };
   provider.use(async (ctx, next) => {
     await next();
+    // for the request log: which grant a token request was (authorization_code, refresh_token)
+    const grantType = ctx.oidc?.params?.grant_type;
+    if (typeof grantType === 'string') ctx.req.grantType = grantType;
     // Keycloak's token response has a few more members.
     if (ctx.path === `${OIDC_PATH}/token` && ctx.status === 200 && ctx.body && typeof ctx.body === 'object' && ctx.body.access_token) {
       const body = ctx.body;
@@ -578,6 +585,13 @@ async function handleLogin(req, res, url) {
     return;
   }
   const form = new URLSearchParams(await readBody(req));
+  if (form.has('cancel')) {
+    // Keycloak's "Cancel" on the login form: back to the client with error=access_denied.
+    await provider.interactionFinished(req, res, {
+      error: 'access_denied', error_description: 'The user cancelled the login.',
+    }, { mergeWithLastSubmission: false });
+    return;
+  }
   const username = (form.get('username') ?? '').trim().toLowerCase();
   const password = form.get('password') ?? '';
   const user = users.find((u) => u.username === username || u.email === username);
@@ -861,6 +875,7 @@ function logRequest(req, res, started) {
     host: req.headers['x-forwarded-host-original'] ?? req.headers.host,
     status: res.statusCode,
     auth,
+    grant: req.grantType,
     internal: req.headers['x-kc-internal'] ? true : undefined,
     ms: Date.now() - started,
   };

@@ -39,7 +39,9 @@ export class Harness {
   defer(fn) { this.cleanups.push(fn); }
 
   async startProvider(opts = {}) {
-    const dir = path.join(this.outDir, `provider-${this.providers.length + 1}`);
+    // numbered before the first await, so that providers started in parallel get their own folder
+    this.providerCount = (this.providerCount ?? 0) + 1;
+    const dir = path.join(this.outDir, `provider-${this.providerCount}`);
     fs.mkdirSync(dir, { recursive: true });
     const p = await startProvider({ outDir: dir, ...opts });
     this.providers.push(p);

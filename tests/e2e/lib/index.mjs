@@ -16,3 +16,7 @@ export {
 } from './oidc.mjs';
 export { sleep, waitFor } from './proc.mjs';
 export { WASM_PATH, ENVOY_BIN, OUT_DIR, wasmExists } from './paths.mjs';
+export {
+  PAGE_HEADERS, API_HEADERS, setCookie, setCookies, isCleared, startLogin, atProvider, fillLoginForm,
+  cancelLoginForm, toCallback, loginThroughFilter,
+} from './login.mjs';

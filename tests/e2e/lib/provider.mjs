@@ -98,7 +98,7 @@ export async function startProvider(opts = {}) {
       handle.publicUrl = again.publicUrl;
       return handle;
     },
-    /** Every request the provider answered: {method, path, host, status, auth, ms, t, generation}. */
+    /** Every request the provider answered: {method, path, host, status, auth, grant, ms, t, generation}. */
     requests(filter) {
       const all = [...state.requests];
       if (!filter) return all;

@@ -1,0 +1,721 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! What operators deploy must agree with the filter and with itself: every configuration in
+//! istio/ and deploy/compose/ is accepted by the filter's own parser, and the values that must be
+//! equal in several files (client secret, redirect URIs, Keycloak's public URL and the `iss` it
+//! stamps) are.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use mesh_oidc::config::Config;
+use serde_json::Value as Json;
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const WASM_FILTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const COMPOSE_ENVOY: &str = "deploy/compose/envoy.yaml";
+const COMPOSE: &str = "deploy/compose/compose.yaml";
+const REALM: &str = "istio/keycloak/realm-dev.json";
+
+fn path(rel: &str) -> PathBuf {
+    Path::new(REPO).join(rel)
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// Every document of a (multi-document) YAML file, as JSON values.
+fn yaml_docs(rel: &str) -> Vec<Json> {
+    let text = read(rel);
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{rel}: not valid YAML: {e}"));
+            serde_json::to_value(value).unwrap_or_else(|e| panic!("{rel}: {e}"))
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn yaml_doc(rel: &str) -> Json {
+    let mut docs = yaml_docs(rel);
+    assert_eq!(docs.len(), 1, "{rel}: expected one YAML document");
+    docs.remove(0)
+}
+
+/// Repository-relative paths of the YAML files under `dir`, sorted.
+fn yaml_files(dir: &str) -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                out.push(p);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&path(dir), &mut found);
+    let mut rels: Vec<String> = found
+        .iter()
+        .map(|p| {
+            p.strip_prefix(REPO)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/")
+        })
+        .collect();
+    rels.sort();
+    rels
+}
+
+fn parse_config(origin: &str, config: &Json) -> Config {
+    Config::parse(config.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("{origin}: the filter refuses this configuration: {e}"))
+}
+
+fn str_at<'a>(v: &'a Json, pointer: &str, origin: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Json::as_str)
+        .unwrap_or_else(|| panic!("{origin}: no string at {pointer}"))
+}
+
+/// A filter configuration and where it came from.
+struct FilterConfig {
+    origin: String,
+    raw: Json,
+    config: Config,
+}
+
+impl FilterConfig {
+    fn is_login(&self) -> bool {
+        self.config.login().is_some()
+    }
+    fn realm(&self) -> &str {
+        str_at(&self.raw, "/keycloak/realm", &self.origin)
+    }
+    fn public_url(&self) -> &str {
+        str_at(&self.raw, "/keycloak/public_url", &self.origin)
+    }
+}
+
+struct WasmPlugin {
+    origin: String,
+    doc: Json,
+    filter: FilterConfig,
+}
+
+impl WasmPlugin {
+    fn on_gateway(&self) -> bool {
+        self.doc
+            .pointer("/spec/selector/matchLabels/istio")
+            .is_some()
+    }
+}
+
+/// Every WasmPlugin under istio/, its pluginConfig parsed by the filter.
+fn wasm_plugins() -> Vec<WasmPlugin> {
+    let mut plugins = Vec::new();
+    for file in yaml_files("istio") {
+        for doc in yaml_docs(&file) {
+            if doc["kind"] != "WasmPlugin" {
+                continue;
+            }
+            let origin = format!("{file} WasmPlugin {}", doc["metadata"]["name"]);
+            let raw = doc
+                .pointer("/spec/pluginConfig")
+                .unwrap_or_else(|| panic!("{origin}: no spec.pluginConfig"))
+                .clone();
+            let config = parse_config(&origin, &raw);
+            plugins.push(WasmPlugin {
+                filter: FilterConfig {
+                    origin: origin.clone(),
+                    raw,
+                    config,
+                },
+                origin,
+                doc,
+            });
+        }
+    }
+    plugins
+}
+
+/// Every `envoy.filters.http.wasm` config object in a JSON tree.
+fn wasm_filter_configs<'a>(v: &'a Json, out: &mut Vec<&'a Json>) {
+    match v {
+        Json::Object(map) => {
+            if map.get("@type").and_then(Json::as_str) == Some(WASM_FILTER_TYPE) {
+                out.push(&map["config"]);
+            }
+            map.values()
+                .for_each(|child| wasm_filter_configs(child, out));
+        }
+        Json::Array(items) => items
+            .iter()
+            .for_each(|child| wasm_filter_configs(child, out)),
+        _ => {}
+    }
+}
+
+struct EnvoyFilter {
+    vm_id: String,
+    wasm_file: String,
+    fail_open: bool,
+    filter: FilterConfig,
+}
+
+/// The mesh-oidc filters of deploy/compose/envoy.yaml, each configuration parsed by the filter.
+fn compose_envoy_filters() -> (Json, Vec<EnvoyFilter>) {
+    let bootstrap = yaml_doc(COMPOSE_ENVOY);
+    let mut found = Vec::new();
+    wasm_filter_configs(&bootstrap, &mut found);
+    let filters = found
+        .into_iter()
+        .map(|wasm| {
+            let vm_id = str_at(wasm, "/vm_config/vm_id", COMPOSE_ENVOY).to_string();
+            let origin = format!("{COMPOSE_ENVOY} vm_id {vm_id}");
+            assert_eq!(
+                wasm.pointer("/configuration/@type").and_then(Json::as_str),
+                Some("type.googleapis.com/google.protobuf.StringValue"),
+                "{origin}: the configuration must be a StringValue"
+            );
+            let text = str_at(wasm, "/configuration/value", &origin);
+            let raw: Json = serde_json::from_str(text)
+                .unwrap_or_else(|e| panic!("{origin}: configuration is not JSON: {e}"));
+            let config = parse_config(&origin, &raw);
+            EnvoyFilter {
+                wasm_file: str_at(wasm, "/vm_config/code/local/filename", &origin).to_string(),
+                fail_open: wasm["fail_open"].as_bool().unwrap_or(false),
+                vm_id,
+                filter: FilterConfig {
+                    origin,
+                    raw,
+                    config,
+                },
+            }
+        })
+        .collect();
+    (bootstrap, filters)
+}
+
+fn compose_service(name: &str) -> Json {
+    let compose = yaml_doc(COMPOSE);
+    compose["services"][name].clone()
+}
+
+/// The host port that publishes `container_port` of a compose service ("8000:8000",
+/// "127.0.0.1:9901:9901").
+fn published_port(service: &Json, container_port: u16, origin: &str) -> u16 {
+    service["ports"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{origin}: no ports"))
+        .iter()
+        .filter_map(Json::as_str)
+        .find_map(|spec| {
+            let parts: Vec<&str> = spec.split(':').collect();
+            let container: u16 = parts.last()?.parse().ok()?;
+            let host: u16 = parts.get(parts.len().checked_sub(2)?)?.parse().ok()?;
+            (container == container_port).then_some(host)
+        })
+        .unwrap_or_else(|| panic!("{origin}: container port {container_port} is not published"))
+}
+
+fn compose_env(service: &Json, name: &str, origin: &str) -> String {
+    service["environment"][name]
+        .as_str()
+        .unwrap_or_else(|| panic!("{origin}: no environment variable {name} (as a map entry)"))
+        .to_string()
+}
+
+fn realm() -> Json {
+    serde_json::from_str(&read(REALM)).unwrap_or_else(|e| panic!("{REALM}: {e}"))
+}
+
+fn realm_client<'a>(realm: &'a Json, client_id: &str) -> &'a Json {
+    realm["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["clientId"] == client_id)
+        .unwrap_or_else(|| panic!("{REALM}: no client {client_id}"))
+}
+
+fn strings(v: &Json) -> Vec<String> {
+    v.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `${NAME}` -> Some("NAME"): a value Keycloak takes from its environment during the import.
+fn env_placeholder(value: &str) -> Option<&str> {
+    value.strip_prefix("${")?.strip_suffix('}')
+}
+
+/// What Keycloak in the cluster fills `${name}` with: Deployment env -> secretKeyRef ->
+/// the kustomize secretGenerator literal.
+fn istio_keycloak_env(name: &str) -> String {
+    let origin = "istio/keycloak/deployment.yaml";
+    let deployment = yaml_doc(origin);
+    let env = deployment
+        .pointer("/spec/template/spec/containers/0/env")
+        .and_then(Json::as_array)
+        .unwrap_or_else(|| panic!("{origin}: no container env"));
+    let var = env
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{origin}: no env {name}"));
+    if let Some(value) = var["value"].as_str() {
+        return value.to_string();
+    }
+    let secret = str_at(var, "/valueFrom/secretKeyRef/name", origin);
+    let key = str_at(var, "/valueFrom/secretKeyRef/key", origin);
+    let kustomization = yaml_doc("istio/keycloak/kustomization.yaml");
+    let generator = kustomization["secretGenerator"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|g| g["name"] == secret)
+        .unwrap_or_else(|| {
+            panic!("istio/keycloak/kustomization.yaml: no secretGenerator {secret}")
+        });
+    strings(&generator["literals"])
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+        .unwrap_or_else(|| panic!("secretGenerator {secret}: no literal {key}"))
+}
+
+/// The origins Bookinfo is served at, in the mesh (the Gateway's https hosts) and in compose.
+fn istio_bookinfo_origins() -> Vec<String> {
+    let origin = "istio/gateway/gateway.yaml";
+    let gateway = yaml_docs(origin)
+        .into_iter()
+        .find(|d| d["kind"] == "Gateway")
+        .unwrap_or_else(|| panic!("{origin}: no Gateway"));
+    let mut origins = BTreeSet::new();
+    for server in gateway["spec"]["servers"].as_array().unwrap() {
+        if server["port"]["protocol"] == "HTTPS" {
+            for host in strings(&server["hosts"]) {
+                origins.insert(format!("https://{host}"));
+            }
+        }
+    }
+    assert!(!origins.is_empty(), "{origin}: no HTTPS host");
+    origins.into_iter().collect()
+}
+
+fn compose_bookinfo_origin() -> String {
+    let port = published_port(&compose_service("envoy"), 8000, "compose envoy");
+    format!("http://localhost:{port}")
+}
+
+/// The absolute URL Keycloak must accept as post_logout_redirect_uri.
+fn post_logout_url(origin: &str, config: &Config) -> String {
+    let target = &config.login().unwrap().post_logout_redirect;
+    if target.starts_with('/') {
+        format!("{origin}{target}")
+    } else {
+        target.clone()
+    }
+}
+
+/// The realm's client accepts the redirect and post-logout URIs the filter will send from
+/// `origin`, with the same client secret.
+fn assert_realm_accepts(origin: &str, filter: &FilterConfig, expected_secret_in_realm: &str) {
+    let realm = realm();
+    let who = &filter.origin;
+    assert_eq!(realm["realm"], filter.realm(), "{who}: realm name");
+    let client_id = filter.config.client_id.as_deref().unwrap();
+    let client = realm_client(&realm, client_id);
+    let login = filter.config.login().unwrap();
+
+    let redirect = format!("{origin}{}", login.callback_path);
+    assert!(
+        strings(&client["redirectUris"]).contains(&redirect),
+        "{REALM}: client {client_id} must list {redirect} in redirectUris (for {who})"
+    );
+    let post_logout = post_logout_url(origin, &filter.config);
+    let registered: Vec<&str> = client["attributes"]["post.logout.redirect.uris"]
+        .as_str()
+        .unwrap_or_default()
+        .split("##")
+        .collect();
+    assert!(
+        registered.contains(&post_logout.as_str()),
+        "{REALM}: client {client_id} must list {post_logout} in post.logout.redirect.uris (for {who})"
+    );
+    assert!(
+        strings(&client["webOrigins"]).iter().any(|o| o == origin),
+        "{REALM}: client {client_id} should list {origin} in webOrigins (for {who})"
+    );
+    assert_eq!(
+        login.client_secret.expose(),
+        expected_secret_in_realm,
+        "{who}: client_secret differs from what Keycloak imports for client {client_id}"
+    );
+}
+
+#[test]
+fn every_wasmplugin_config_is_accepted_by_the_filter() {
+    let plugins = wasm_plugins();
+    let names: BTreeSet<String> = plugins
+        .iter()
+        .map(|p| p.doc["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    for expected in [
+        "productpage-oidc",
+        "details-oidc",
+        "reviews-oidc",
+        "bookinfo-oidc",
+    ] {
+        assert!(
+            names.contains(expected),
+            "no WasmPlugin {expected} under istio/: {names:?}"
+        );
+    }
+    for p in &plugins {
+        let selected = &p.doc["spec"]["selector"]["matchLabels"];
+        if p.filter.is_login() {
+            assert!(
+                selected["app"] == "productpage" || selected["istio"] == "ingressgateway",
+                "{}: login mode belongs on productpage or the ingress gateway",
+                p.origin
+            );
+        } else {
+            assert!(
+                p.filter
+                    .config
+                    .rules
+                    .authorized_parties
+                    .contains(&"productpage".to_string()),
+                "{}: validate mode must accept tokens obtained by productpage (azp)",
+                p.origin
+            );
+        }
+    }
+}
+
+#[test]
+fn wasmplugins_fail_closed_before_authentication_on_the_right_traffic() {
+    let image = format!(
+        "oci://ghcr.io/mesh-oidc/mesh-oidc:{}",
+        env!("CARGO_PKG_VERSION")
+    );
+    for p in wasm_plugins() {
+        let spec = &p.doc["spec"];
+        assert_eq!(
+            p.doc["apiVersion"], "extensions.istio.io/v1alpha1",
+            "{}",
+            p.origin
+        );
+        assert_eq!(spec["phase"], "AUTHN", "{}: phase", p.origin);
+        assert_eq!(
+            spec["failStrategy"], "FAIL_CLOSE",
+            "{}: failStrategy",
+            p.origin
+        );
+        assert_eq!(
+            spec["url"],
+            image.as_str(),
+            "{}: url (the crate's version)",
+            p.origin
+        );
+        assert!(
+            spec["imagePullPolicy"].is_string(),
+            "{}: imagePullPolicy should be explicit",
+            p.origin
+        );
+        assert!(
+            spec["selector"]["matchLabels"].is_object(),
+            "{}: selector.matchLabels",
+            p.origin
+        );
+        // A sidecar's plugin must see inbound traffic only (its outbound calls carry no session);
+        // on a gateway everything is CLIENT traffic.
+        let modes: Vec<&str> = spec["match"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: spec.match must say which traffic", p.origin))
+            .iter()
+            .map(|m| m["mode"].as_str().unwrap_or("UNDEFINED"))
+            .collect();
+        let expected = if p.on_gateway() { "CLIENT" } else { "SERVER" };
+        assert_eq!(modes, vec![expected], "{}: match.mode", p.origin);
+    }
+}
+
+#[test]
+fn compose_envoy_filters_are_accepted_by_the_filter() {
+    let (bootstrap, filters) = compose_envoy_filters();
+    assert_eq!(filters.len(), 3, "productpage, details, reviews");
+    let vm_ids: BTreeSet<&str> = filters.iter().map(|f| f.vm_id.as_str()).collect();
+    assert_eq!(
+        vm_ids.len(),
+        filters.len(),
+        "one VM per sidecar: {vm_ids:?}"
+    );
+    assert_eq!(filters.iter().filter(|f| f.filter.is_login()).count(), 1);
+
+    let clusters: BTreeSet<&str> = bootstrap["static_resources"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let envoy_service = compose_service("envoy");
+    let mounted: Vec<String> = envoy_service["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["target"].as_str().map(str::to_string))
+        .collect();
+    for f in &filters {
+        let who = &f.filter.origin;
+        assert!(!f.fail_open, "{who}: fail_open must be false");
+        assert!(
+            clusters.contains(f.filter.config.cluster.as_str()),
+            "{who}: calls go to cluster {:?}, which envoy.yaml does not define",
+            f.filter.config.cluster
+        );
+        assert!(
+            mounted.contains(&f.wasm_file),
+            "{who}: {} is not mounted by compose.yaml",
+            f.wasm_file
+        );
+    }
+}
+
+#[test]
+fn realm_export_agrees_with_the_login_plugins() {
+    let realm = realm();
+    assert_eq!(realm["enabled"], true);
+    assert_eq!(realm["accessTokenLifespan"], 300);
+    assert_eq!(realm["ssoSessionIdleTimeout"], 1800);
+    let client = realm_client(&realm, "productpage");
+    assert_eq!(client["publicClient"], false, "productpage is confidential");
+    assert_eq!(client["standardFlowEnabled"], true);
+    assert_eq!(client["attributes"]["pkce.code.challenge.method"], "S256");
+    let alice = realm["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "alice")
+        .expect("user alice");
+    assert!(strings(&alice["realmRoles"]).contains(&"user".to_string()));
+
+    let in_realm = client["secret"].as_str().expect("client secret");
+
+    // The mesh: Keycloak fills the placeholder from its Secret.
+    let istio_secret = match env_placeholder(in_realm) {
+        Some(var) => istio_keycloak_env(var),
+        None => in_realm.to_string(),
+    };
+    let login: Vec<WasmPlugin> = wasm_plugins()
+        .into_iter()
+        .filter(|p| p.filter.is_login())
+        .collect();
+    assert!(!login.is_empty());
+    for origin in istio_bookinfo_origins() {
+        for p in &login {
+            assert_realm_accepts(&origin, &p.filter, &istio_secret);
+        }
+    }
+
+    // Compose: Keycloak fills it from the service's environment.
+    let keycloak = compose_service("keycloak");
+    let compose_secret = match env_placeholder(in_realm) {
+        Some(var) => compose_env(&keycloak, var, "compose keycloak"),
+        None => in_realm.to_string(),
+    };
+    let (_, filters) = compose_envoy_filters();
+    for f in filters.iter().filter(|f| f.filter.is_login()) {
+        assert_realm_accepts(&compose_bookinfo_origin(), &f.filter, &compose_secret);
+    }
+}
+
+/// Keycloak stamps `iss` with its KC_HOSTNAME; the filter expects public_url + /realms/<realm>.
+#[test]
+fn keycloak_hostname_is_the_filters_public_url() {
+    let kc_hostname = istio_keycloak_env("KC_HOSTNAME");
+    assert_eq!(
+        istio_keycloak_env("KC_HOSTNAME_BACKCHANNEL_DYNAMIC"),
+        "true"
+    );
+    for p in wasm_plugins() {
+        assert_eq!(
+            p.filter.config.rules.issuer,
+            format!("{kc_hostname}/realms/{}", p.filter.realm()),
+            "{}: issuer vs KC_HOSTNAME of istio/keycloak/deployment.yaml",
+            p.origin
+        );
+        assert_eq!(
+            p.filter.config.cluster, "outbound|8080||keycloak.keycloak.svc.cluster.local",
+            "{}: the keycloak Service's cluster",
+            p.origin
+        );
+    }
+
+    let keycloak = compose_service("keycloak");
+    let compose_hostname = compose_env(&keycloak, "KC_HOSTNAME", "compose keycloak");
+    assert_eq!(
+        compose_env(
+            &keycloak,
+            "KC_HOSTNAME_BACKCHANNEL_DYNAMIC",
+            "compose keycloak"
+        ),
+        "true"
+    );
+    let published = published_port(&keycloak, 8080, "compose keycloak");
+    assert_eq!(
+        compose_hostname,
+        format!("http://localhost:{published}"),
+        "compose keycloak: KC_HOSTNAME must be the URL the browser uses (its published port)"
+    );
+    let (_, filters) = compose_envoy_filters();
+    for f in &filters {
+        assert_eq!(
+            f.filter.public_url(),
+            compose_hostname,
+            "{}",
+            f.filter.origin
+        );
+        assert_eq!(
+            f.filter.config.rules.issuer,
+            format!("{compose_hostname}/realms/{}", f.filter.realm()),
+            "{}",
+            f.filter.origin
+        );
+    }
+}
+
+#[test]
+fn optional_istio_jwt_policy_matches_the_validate_plugins() {
+    let validate: Vec<WasmPlugin> = wasm_plugins()
+        .into_iter()
+        .filter(|p| !p.filter.is_login())
+        .collect();
+    let docs = yaml_docs("istio/security.yaml");
+    let mut apps = BTreeSet::new();
+    for doc in docs.iter().filter(|d| d["kind"] == "RequestAuthentication") {
+        let app = str_at(doc, "/spec/selector/matchLabels/app", "istio/security.yaml");
+        apps.insert(app.to_string());
+        let plugin = validate
+            .iter()
+            .find(|p| p.doc["spec"]["selector"]["matchLabels"]["app"] == app)
+            .unwrap_or_else(|| panic!("istio/security.yaml: no validate WasmPlugin for {app}"));
+        let rule = &doc["spec"]["jwtRules"][0];
+        assert_eq!(
+            rule["issuer"],
+            plugin.filter.config.rules.issuer.as_str(),
+            "{app}"
+        );
+        assert_eq!(
+            rule["jwksUri"],
+            plugin.filter.config.jwks.url.as_str(),
+            "{app}"
+        );
+    }
+    assert_eq!(
+        apps,
+        BTreeSet::from(["details".to_string(), "reviews".to_string()])
+    );
+}
+
+#[test]
+fn kustomizations_name_existing_files() {
+    for file in yaml_files("istio") {
+        if !file.ends_with("/kustomization.yaml") {
+            continue;
+        }
+        let dir = Path::new(&file)
+            .parent()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let k = yaml_doc(&file);
+        let mut named = strings(&k["resources"]);
+        for generator in k["configMapGenerator"].as_array().into_iter().flatten() {
+            named.extend(strings(&generator["files"]));
+        }
+        assert!(!named.is_empty(), "{file}: lists nothing");
+        for name in named {
+            assert!(
+                path(&format!("{dir}/{name}")).exists(),
+                "{file}: {name} does not exist"
+            );
+        }
+    }
+}
+
+/// `envoy --mode validate` loads the module and runs its on_configure for each filter. The file
+/// names the module where compose mounts it; validation points that path at the local build.
+/// Needs Envoy (`make setup`, or ENVOY_BIN) and the module (`make build`, or MESH_OIDC_WASM):
+/// without them this test says so and checks nothing more.
+#[test]
+fn compose_envoy_config_passes_envoy_validate() {
+    let envoy = std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| path(".venv/bin/envoy"));
+    let wasm = std::env::var_os("MESH_OIDC_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| path("target/wasm32-wasip1/release/mesh_oidc.wasm"));
+    if !envoy.exists() || !wasm.exists() {
+        eprintln!(
+            "SKIPPED envoy --mode validate of {COMPOSE_ENVOY}: need {} and {}",
+            envoy.display(),
+            wasm.display()
+        );
+        return;
+    }
+    let (_, filters) = compose_envoy_filters();
+    let mut text = read(COMPOSE_ENVOY);
+    for container_path in filters
+        .iter()
+        .map(|f| f.wasm_file.clone())
+        .collect::<BTreeSet<_>>()
+    {
+        text = text.replace(&container_path, &wasm.display().to_string());
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let local = dir.join("compose-envoy.yaml");
+    std::fs::write(&local, text).unwrap();
+
+    let out = Command::new(&envoy)
+        .arg("--mode")
+        .arg("validate")
+        .arg("-c")
+        .arg(&local)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", envoy.display()));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "envoy --mode validate -c {} failed:\n{log}",
+        local.display()
+    );
+    for f in &filters {
+        let mode = if f.filter.is_login() {
+            "login"
+        } else {
+            "validate"
+        };
+        let line = format!("{}: mesh-oidc: configured ({mode} mode", f.vm_id);
+        assert!(log.contains(&line), "no {line:?} in Envoy's output:\n{log}");
+    }
+}
