@@ -575,7 +575,8 @@ const DEFAULT_SESSION_TTL: u64 = 12 * 3600;
 
 /// Why a token-endpoint answer was not usable; the text goes to the log and the error page.
 fn token_response(status: u32, body: &[u8]) -> Result<TokenResponse, (u32, String)> {
-    if status == 0 {
+    // Envoy answers a dispatched call that timed out with its own 504.
+    if status == 0 || status == 504 {
         return Err((504, "the identity provider did not answer in time".into()));
     }
     if !(200..300).contains(&status) {
@@ -637,6 +638,16 @@ fn session_cookies(
     Some(cookies)
 }
 
+/// What the code exchange's answer leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exchanged {
+    Reply(Reply),
+    /// The ID token cannot be checked before the first key set arrives: hold the answer.
+    WaitForKeys,
+    /// The ID token names a key the set lacks: fetch the set again, then check.
+    RefetchKeys,
+}
+
 /// L2/L3: the token endpoint answered the code exchange.
 pub fn finish_exchange(
     env: &Env,
@@ -645,7 +656,8 @@ pub fn finish_exchange(
     clears: Vec<String>,
     status: u32,
     body: &[u8],
-) -> Reply {
+    refetch_allowed: bool,
+) -> Exchanged {
     let rid = &req.request_id;
     let fail = |status: u32, why: &str, reason: &'static str| {
         let mut reply = error_page(status, &format!("Sign-in failed: {why}."), rid)
@@ -663,14 +675,14 @@ pub fn finish_exchange(
             } else {
                 "token_endpoint"
             };
-            return fail(code, &why, reason);
+            return Exchanged::Reply(fail(code, &why, reason));
         }
     };
     let Some(id_token) = tokens.id_token.as_deref() else {
-        return fail(502, "the provider sent no ID token", "id_token");
+        return Exchanged::Reply(fail(502, "the provider sent no ID token", "id_token"));
     };
     let Some(keys) = env.keys else {
-        return fail(503, "the signing keys are not available yet", "keys");
+        return Exchanged::WaitForKeys;
     };
     let id_rules = TokenRules {
         issuer: env.config.rules.issuer.clone(),
@@ -679,21 +691,25 @@ pub fn finish_exchange(
         client_id_as_audience: None,
         clock_skew_seconds: env.config.rules.clock_skew_seconds,
     };
-    if let Err(e) = token::verify(id_token, keys, &id_rules, env.now, Some(&tx.nonce)) {
-        return fail(
-            502,
-            &format!("the ID token is not valid ({})", e.description()),
-            "id_token",
-        );
+    match token::verify(id_token, keys, &id_rules, env.now, Some(&tx.nonce)) {
+        Ok(_) => {}
+        Err(TokenError::UnknownKey) if refetch_allowed => return Exchanged::RefetchKeys,
+        Err(e) => {
+            return Exchanged::Reply(fail(
+                502,
+                &format!("the ID token is not valid ({})", e.description()),
+                "id_token",
+            ))
+        }
     }
     let access = match token::verify(&tokens.access_token, keys, &env.config.rules, env.now, None) {
         Ok(v) => v,
         Err(e) => {
-            return fail(
+            return Exchanged::Reply(fail(
                 502,
                 &format!("the access token is not accepted ({})", e.description()),
                 "access_token",
-            )
+            ))
         }
     };
     let session = Session {
@@ -706,15 +722,29 @@ pub fn finish_exchange(
         .unwrap_or(DEFAULT_SESSION_TTL);
     let Some(mut cookies) = session_cookies(env, req, &tokens.access_token, &access, &session, ttl)
     else {
-        return fail(
+        return Exchanged::Reply(fail(
             502,
             "the tokens are too large to keep in cookies",
             "too_large",
-        );
+        ));
     };
     cookies.extend(clears);
     let target = safe_local_path(&tx.path).unwrap_or_else(|| "/".into());
-    redirect(&target, cookies).counting(Event::CallbackOk)
+    Exchanged::Reply(redirect(&target, cookies).counting(Event::CallbackOk))
+}
+
+/// The page for a code exchange whose ID token could not be checked in time.
+pub fn keys_missing_page(req: &Request, clears: &[String]) -> Reply {
+    let mut reply = error_page(
+        503,
+        "Sign-in failed: the signing keys are not available yet. Please try again.",
+        &req.request_id,
+    )
+    .counting(Event::CallbackFailed("keys"));
+    reply
+        .headers
+        .extend(clears.iter().map(|c| ("set-cookie".to_string(), c.clone())));
+    reply
 }
 
 /// L5: the token endpoint answered a refresh. Success: the same request goes on with the new
@@ -1316,7 +1346,10 @@ mod tests {
             &f.names.transaction(&tx.state),
             &f.env().attrs(&req),
         )];
-        let r = finish_exchange(&f.env(), &req, &tx, clears, 200, &body);
+        let Exchanged::Reply(r) = finish_exchange(&f.env(), &req, &tx, clears, 200, &body, true)
+        else {
+            panic!()
+        };
         assert_eq!(r.status, 302);
         assert_eq!(r.header("location"), Some("/productpage?u=normal"));
         let pairs = cookie_pairs(&r);
@@ -1366,6 +1399,7 @@ mod tests {
         let access = valid_token();
         let cases: Vec<(u32, Vec<u8>, u32)> = vec![
             (0, vec![], 504),
+            (504, b"upstream request timeout".to_vec(), 504),
             (
                 400,
                 br#"{"error":"invalid_grant","error_description":"Code not valid"}"#.to_vec(),
@@ -1395,7 +1429,11 @@ mod tests {
             ),
         ];
         for (status, body, want) in cases {
-            let r = finish_exchange(&f.env(), &req, &tx, vec![], status, &body);
+            let Exchanged::Reply(r) =
+                finish_exchange(&f.env(), &req, &tx, vec![], status, &body, true)
+            else {
+                panic!()
+            };
             assert_eq!(
                 r.status,
                 want,
@@ -1439,14 +1477,17 @@ mod tests {
         let (mut tx, cookie) = begin(&f, "/");
         tx.path = "//evil.com".into();
         let body = token_body(&valid_token(), &id_token(&tx.nonce, "productpage"), None);
-        let r = finish_exchange(
+        let Exchanged::Reply(r) = finish_exchange(
             &f.env(),
             &page("/callback", &cookie),
             &tx,
             vec![],
             200,
             &body,
-        );
+            true,
+        ) else {
+            panic!()
+        };
         assert_eq!(r.header("location"), Some("/"));
         let r = reply_of(decide(
             &f.env(),
@@ -1456,6 +1497,35 @@ mod tests {
         ));
         let (_, value, _) = cookie_pairs(&r).pop().unwrap();
         assert_eq!(f.sealer.open::<Transaction>(&value, NOW).unwrap().path, "/");
+    }
+
+    #[test]
+    fn an_exchange_before_the_keys_waits_and_an_unknown_kid_refetches() {
+        let f = fixture();
+        let (tx, cookie) = begin(&f, "/");
+        let req = page("/callback", &cookie);
+        let body = token_body(&valid_token(), &id_token(&tx.nonce, "productpage"), None);
+        let mut env = f.env();
+        env.keys = None;
+        assert_eq!(
+            finish_exchange(&env, &req, &tx, vec![], 200, &body, true),
+            Exchanged::WaitForKeys
+        );
+        let mut c = claims(keycloak_claims());
+        c.audiences = Some(Audiences::AsString("productpage".into()));
+        c.nonce = Some(tx.nonce.clone());
+        let rotated = other_rsa().clone().with_key_id("rotated").sign(c).unwrap();
+        let body = token_body(&valid_token(), &rotated, None);
+        assert_eq!(
+            finish_exchange(&f.env(), &req, &tx, vec![], 200, &body, true),
+            Exchanged::RefetchKeys
+        );
+        let Exchanged::Reply(r) = finish_exchange(&f.env(), &req, &tx, vec![], 200, &body, false)
+        else {
+            panic!()
+        };
+        assert_eq!(r.status, 502);
+        assert_eq!(keys_missing_page(&req, &[]).status, 503);
     }
 
     fn session_cookie(f: &Fixture, s: &Session) -> String {
@@ -1682,14 +1752,17 @@ mod tests {
         assert!(big.len() > session::CHUNK_SIZE);
         let (tx, cookie) = begin(&f, "/");
         let body = token_body(&big, &id_token(&tx.nonce, "productpage"), Some("r"));
-        let r = finish_exchange(
+        let Exchanged::Reply(r) = finish_exchange(
             &f.env(),
             &page("/callback", &cookie),
             &tx,
             vec![],
             200,
             &body,
-        );
+            true,
+        ) else {
+            panic!()
+        };
         assert_eq!(r.status, 302);
         let pairs = cookie_pairs(&r);
         assert!(pairs.iter().any(|(n, _, _)| n == "access_token_1"));

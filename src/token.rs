@@ -697,3 +697,46 @@ mod tests {
         assert_eq!(claim_header_value(&m, "utf8").as_deref(), Some("Zoë"));
     }
 }
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::testkit::*;
+
+    /// `cargo test --release --lib timing -- --ignored --nocapture`: where a cold check spends.
+    #[test]
+    #[ignore]
+    fn cold_verification_cost() {
+        let keys = keyset();
+        let t = valid_token();
+        let n = 200;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            assert!(verify(&t, &keys, &rules(), NOW, None).is_ok());
+        }
+        let full = start.elapsed() / n;
+        let KeyMaterial::Rsa { n: modulus, e } = &keys.by_kid("rsa-1").unwrap().material else {
+            panic!()
+        };
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            assert!(RS256PublicKey::from_components(modulus, e).is_ok());
+        }
+        let build = start.elapsed() / n;
+        let key = RS256PublicKey::from_components(modulus, e).unwrap();
+        let opts = VerificationOptions {
+            artificial_time: Some(UnixTimeStamp::from_secs(NOW)),
+            ..Default::default()
+        };
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            assert!(key
+                .verify_token::<Map<String, Value>>(&t, Some(opts.clone()))
+                .is_ok());
+        }
+        let lib = start.elapsed() / n;
+        println!(
+            "verify(): {full:?}; key from components: {build:?}; jwt-simple verify_token: {lib:?}"
+        );
+    }
+}

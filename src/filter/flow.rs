@@ -11,7 +11,8 @@ use proxy_wasm::types::LogLevel;
 use super::host::{self, OsRandom};
 use super::keys::SharedRef;
 use crate::flight::{self, Step};
-use crate::login::{self, Action, Env, Forward, TokenCall};
+use crate::login::{self, Action, Env, Exchanged, Forward, TokenCall};
+use crate::metrics::Event;
 use crate::session::{Session, Transaction};
 use crate::token::TokenError;
 use crate::validate::{self, Decision};
@@ -36,6 +37,32 @@ pub enum WaitFor {
     Keys { refetch: bool },
     /// Another request's refresh of the same token.
     Refresh { slot: String },
+    /// The code exchange answered before its ID token could be checked: the answer, kept.
+    Exchange {
+        exchange: Box<PendingExchange>,
+        refetch: bool,
+    },
+}
+
+#[derive(Debug)]
+pub struct PendingExchange {
+    pub tx: Transaction,
+    pub clears: Vec<String>,
+    pub status: u32,
+    pub body: Vec<u8>,
+}
+
+impl WaitFor {
+    fn refetches(&self) -> bool {
+        matches!(
+            self,
+            WaitFor::Keys { refetch: true } | WaitFor::Exchange { refetch: true, .. }
+        )
+    }
+
+    fn needs_keys(&self) -> bool {
+        matches!(self, WaitFor::Keys { .. } | WaitFor::Exchange { .. })
+    }
 }
 
 #[derive(Debug)]
@@ -75,6 +102,53 @@ pub enum Outcome {
     Pause,
 }
 
+/// What a decision needs from `Shared`, cloned out so that no borrow of it is held while the
+/// decision is carried out.
+pub struct Snapshot {
+    pub config: Rc<crate::config::Config>,
+    keys: Option<Rc<crate::jwks::KeySet>>,
+    login: Option<(Rc<crate::session::Sealer>, Rc<crate::session::Names>)>,
+    cache: Rc<RefCell<crate::token::Cache>>,
+    version: u64,
+    pub refetch_allowed: bool,
+}
+
+impl Snapshot {
+    pub fn take(shared: &SharedRef, now_ms: u64) -> Snapshot {
+        let s = shared.borrow();
+        Snapshot {
+            config: s.config.clone(),
+            keys: s.keys(),
+            login: s.login.clone(),
+            cache: s.cache.clone(),
+            version: s.store.version,
+            refetch_allowed: s.store.refetch_allowed(now_ms),
+        }
+    }
+
+    pub fn keys(&self) -> Option<&crate::jwks::KeySet> {
+        self.keys.as_deref()
+    }
+
+    pub fn cache(&self) -> crate::token::CacheRef<'_> {
+        Some((&self.cache, self.version))
+    }
+
+    /// The login-mode environment; `None` in validate mode.
+    pub fn env(&self, now_ms: u64) -> Option<Env<'_>> {
+        let (sealer, names) = self.login.as_ref()?;
+        Some(Env {
+            config: &self.config,
+            login: self.config.login()?,
+            sealer,
+            names,
+            keys: self.keys(),
+            cache: self.cache(),
+            now: now_ms / 1000,
+        })
+    }
+}
+
 fn log_reply(state: &State, reply: &Reply) {
     let rid = state.login.as_ref().map_or("-", |r| r.request_id.as_str());
     let what = reply
@@ -112,40 +186,20 @@ pub fn run(
     held: bool,
 ) -> Outcome {
     let now_ms = host::now_ms();
-    let (config, keys, login_parts, refetch_allowed, cache, version) = {
-        let s = shared.borrow();
-        (
-            s.config.clone(),
-            s.keys(),
-            s.login.clone(),
-            refetch_ok && s.store.refetch_allowed(now_ms),
-            s.cache.clone(),
-            s.store.version,
-        )
-    };
+    let snap = Snapshot::take(shared, now_ms);
+    let refetch_allowed = refetch_ok && snap.refetch_allowed;
     // Cloned out first: the borrow must end before carrying the decision out writes to `state`.
     let login_req = state.borrow().login.clone();
-    let outcome = if let (Some(req), Some((sealer, names)), Some(login_cfg)) =
-        (login_req, login_parts, config.login())
-    {
-        let env = Env {
-            config: &config,
-            login: login_cfg,
-            sealer: &sealer,
-            names: &names,
-            keys: keys.as_deref(),
-            cache: Some((&cache, version)),
-            now: now_ms / 1000,
-        };
+    let outcome = if let (Some(req), Some(env)) = (login_req, snap.env(now_ms)) {
         let action = login::decide(&env, &req, &mut OsRandom, refetch_allowed);
         carry_out(shared, state, context_id, action, &env, &req)
     } else {
         let token = state.borrow().token.clone();
         match validate::decide(
-            &config,
+            &snap.config,
             token.as_deref(),
-            keys.as_deref(),
-            Some((&cache, version)),
+            snap.keys(),
+            snap.cache(),
             now_ms / 1000,
             refetch_allowed,
         ) {
@@ -180,7 +234,7 @@ fn reply_with(shared: &SharedRef, state: &StateRef, reply: &Reply) -> Outcome {
 fn wait(shared: &SharedRef, state: &StateRef, context_id: u32, what: WaitFor) -> Outcome {
     let now = host::now_ms();
     let mut s = shared.borrow_mut();
-    if matches!(what, WaitFor::Keys { refetch: true }) {
+    if what.refetches() {
         s.store.refetch_requested = true;
     }
     // A refresh waiter also allows for the owner's own call to time out first.
@@ -332,49 +386,43 @@ pub fn on_call_response(shared: &SharedRef, token: u32, body_size: usize, curren
     };
     let status = host::call_response_status();
     let body = host::call_response_body(body_size.min(1024 * 1024));
+    let now_ms = host::now_ms();
+    // Publish a shared refresh's answer first: others wait for it even if this request is gone.
+    if let Purpose::Refresh {
+        slot: Some(slot), ..
+    } = &call.purpose
+    {
+        let until = now_ms + flight::RESULT_TTL_MS;
+        let published = flight::encode_done(flight::digest(slot), until, status, &body);
+        let _ = host::set_shared(&flight::key(slot), &published, None);
+    }
     if !host::enter(call.context_id) {
         return true;
     }
-    let now_ms = host::now_ms();
-    let (config, keys, login_parts, cache, version) = {
-        let s = shared.borrow();
-        (
-            s.config.clone(),
-            s.keys(),
-            s.login.clone(),
-            s.cache.clone(),
-            s.store.version,
-        )
-    };
+    // The key set may have arrived from another VM since the last tick.
+    shared.borrow_mut().sync();
+    let snap = Snapshot::take(shared, now_ms);
     let req = call.state.borrow().login.clone();
-    if let (Some(req), Some((sealer, names)), Some(login_cfg)) = (req, login_parts, config.login())
-    {
-        let env = Env {
-            config: &config,
-            login: login_cfg,
-            sealer: &sealer,
-            names: &names,
-            keys: keys.as_deref(),
-            cache: Some((&cache, version)),
-            now: now_ms / 1000,
-        };
+    if let (Some(req), Some(env)) = (req, snap.env(now_ms)) {
         match call.purpose {
             Purpose::Exchange { tx, clears } => {
-                let reply = login::finish_exchange(&env, &req, &tx, clears, status, &body);
-                if reply.status >= 400 {
-                    host::log(
-                        LogLevel::Warn,
-                        &format!("mesh-oidc[{}]: code exchange failed: HTTP {status} from the token endpoint", req.request_id),
-                    );
-                }
-                reply_with(shared, &call.state, &reply);
+                let exchange = PendingExchange {
+                    tx,
+                    clears,
+                    status,
+                    body,
+                };
+                finish_exchange(
+                    shared,
+                    &call.state,
+                    call.context_id,
+                    &env,
+                    &req,
+                    exchange,
+                    snap.refetch_allowed,
+                );
             }
             Purpose::Refresh { session, slot } => {
-                if let Some(slot) = &slot {
-                    let until = now_ms + flight::RESULT_TTL_MS;
-                    let published = flight::encode_done(flight::digest(slot), until, status, &body);
-                    let _ = host::set_shared(&flight::key(slot), &published, None);
-                }
                 if !(200..300).contains(&status) {
                     host::log(
                         LogLevel::Info,
@@ -400,6 +448,55 @@ pub fn on_call_response(shared: &SharedRef, token: u32, body_size: usize, curren
     true
 }
 
+/// Checks the code exchange's answer, or holds it until the key set can check its ID token.
+fn finish_exchange(
+    shared: &SharedRef,
+    state: &StateRef,
+    context_id: u32,
+    env: &Env,
+    req: &login::Request,
+    exchange: PendingExchange,
+    refetch_allowed: bool,
+) {
+    let PendingExchange {
+        tx,
+        clears,
+        status,
+        body,
+    } = &exchange;
+    let outcome =
+        login::finish_exchange(env, req, tx, clears.clone(), *status, body, refetch_allowed);
+    let refetch = match outcome {
+        Exchanged::Reply(reply) => {
+            if let Some(why) = reply.events.iter().find_map(|e| match e {
+                Event::CallbackFailed(why) => Some(*why),
+                _ => None,
+            }) {
+                host::log(
+                    LogLevel::Warn,
+                    &format!(
+                        "mesh-oidc[{}]: sign-in failed ({why}; token endpoint answered HTTP {status})",
+                        req.request_id
+                    ),
+                );
+            }
+            reply_with(shared, state, &reply);
+            return;
+        }
+        Exchanged::WaitForKeys => false,
+        Exchanged::RefetchKeys => true,
+    };
+    wait(
+        shared,
+        state,
+        context_id,
+        WaitFor::Exchange {
+            exchange: Box::new(exchange),
+            refetch,
+        },
+    );
+}
+
 /// Picks up waiting requests: after a key-set change, a published refresh, or a deadline.
 pub fn settle(shared: &SharedRef, now_ms: u64, current: u32) {
     let waiters = {
@@ -417,7 +514,7 @@ pub fn settle(shared: &SharedRef, now_ms: u64, current: u32) {
     let mut touched = false;
     for w in waiters {
         let ready = match &w.what {
-            WaitFor::Keys { .. } => has_keys && version != w.keys_version,
+            what if what.needs_keys() => has_keys && version != w.keys_version,
             WaitFor::Refresh { slot, .. } => {
                 let (value, _) = host::get_shared(&flight::key(slot));
                 let value = value.unwrap_or_default();
@@ -426,6 +523,7 @@ pub fn settle(shared: &SharedRef, now_ms: u64, current: u32) {
                     Step::Use | Step::Take | Step::Bypass
                 )
             }
+            _ => false,
         };
         if !ready && w.deadline_ms > now_ms {
             keep.push(w);
@@ -435,27 +533,47 @@ pub fn settle(shared: &SharedRef, now_ms: u64, current: u32) {
             continue;
         }
         touched = true;
-        if ready {
+        let req = w.state.borrow().login.clone();
+        match w.what {
+            WaitFor::Exchange { exchange, .. } => {
+                let snap = Snapshot::take(shared, now_ms);
+                match (req, snap.env(now_ms)) {
+                    (Some(req), Some(env)) if ready => finish_exchange(
+                        shared,
+                        &w.state,
+                        w.context_id,
+                        &env,
+                        &req,
+                        *exchange,
+                        false,
+                    ),
+                    (req, _) => {
+                        let req = req.unwrap_or_default();
+                        reply_with(
+                            shared,
+                            &w.state,
+                            &login::keys_missing_page(&req, &exchange.clears),
+                        );
+                    }
+                }
+            }
             // Decide again from the start: keys are here, or the shared refresh answered.
-            run(shared, &w.state, w.context_id, false, true);
-        } else {
-            let reply = match &w.what {
-                WaitFor::Keys { refetch: true } => {
-                    web::unauthorized(Some(TokenError::UnknownKey.description()))
-                }
-                WaitFor::Keys { refetch: false } => web::keys_unavailable(),
-                WaitFor::Refresh { .. } => {
-                    let rid = w
-                        .state
-                        .borrow()
-                        .login
-                        .as_ref()
-                        .map(|r| r.request_id.clone())
-                        .unwrap_or_default();
-                    login::error_page(504, "The identity provider did not answer in time.", &rid)
-                }
-            };
-            reply_with(shared, &w.state, &reply);
+            _ if ready => {
+                run(shared, &w.state, w.context_id, false, true);
+            }
+            WaitFor::Keys { refetch: true } => {
+                let reply = web::unauthorized(Some(TokenError::UnknownKey.description()));
+                reply_with(shared, &w.state, &reply);
+            }
+            WaitFor::Keys { refetch: false } => {
+                reply_with(shared, &w.state, &web::keys_unavailable());
+            }
+            WaitFor::Refresh { .. } => {
+                let rid = req.map(|r| r.request_id).unwrap_or_default();
+                let reply =
+                    login::error_page(504, "The identity provider did not answer in time.", &rid);
+                reply_with(shared, &w.state, &reply);
+            }
         }
     }
     shared.borrow_mut().waiters.extend(keep);

@@ -6,10 +6,10 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use super::flow::{self, Outcome, State, StateRef};
+use super::flow::{self, Outcome, Snapshot, State, StateRef};
 use super::host::{self, OsRandom};
 use super::keys::SharedRef;
-use crate::login::{self, Env};
+use crate::login;
 use crate::web;
 
 pub struct Request {
@@ -132,21 +132,10 @@ impl HttpContext for Request {
             return Action::Continue;
         }
         // L7: the service refused the token on a page request.
-        let (config, keys, login_parts) = {
-            let s = self.shared.borrow();
-            (s.config.clone(), s.keys(), s.login.clone())
-        };
-        let (Some((sealer, names)), Some(login_cfg)) = (login_parts, config.login()) else {
+        let now_ms = host::now_ms();
+        let snap = Snapshot::take(&self.shared, now_ms);
+        let Some(env) = snap.env(now_ms) else {
             return Action::Continue;
-        };
-        let env = Env {
-            config: &config,
-            login: login_cfg,
-            sealer: &sealer,
-            names: &names,
-            keys: keys.as_deref(),
-            cache: None,
-            now: host::now_ms() / 1000,
         };
         match login::upstream_401(&env, &req, &mut OsRandom) {
             Some(reply) => {
