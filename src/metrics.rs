@@ -1,5 +1,6 @@
-//! Counters the filter keeps (proxy-wasm metrics, visible at Envoy's `/stats/prometheus` as
-//! `envoy_mesh_oidc_…`). Decisions name the events; the proxy-wasm layer counts them.
+//! Counters the filter keeps (proxy-wasm metrics: `wasmcustom.mesh_oidc.…` at Envoy's `/stats`,
+//! `mesh_oidc_…` at `/stats/prometheus`). Decisions name the events; the proxy-wasm layer counts
+//! them.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
