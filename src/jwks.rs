@@ -53,6 +53,8 @@ pub enum KeyMaterial {
     Rsa {
         n: Vec<u8>,
         e: Vec<u8>,
+        /// Precomputed once per key set: RS256 checks take the fast path (`crate::rsa`).
+        fast: Option<crate::rsa::PublicKey>,
     },
     /// SEC1 uncompressed point (0x04 || x || y).
     P256(Vec<u8>),
@@ -169,7 +171,8 @@ fn parse_key(entry: &Value) -> Option<Jwk> {
             if n.iter().skip_while(|b| **b == 0).count() < 256 {
                 return None;
             }
-            KeyMaterial::Rsa { n, e }
+            let fast = crate::rsa::PublicKey::new(&n, &e);
+            KeyMaterial::Rsa { n, e, fast }
         }
         "EC" => {
             let x = b64(entry, "x")?;

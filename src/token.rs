@@ -99,6 +99,16 @@ pub fn read_header(token: &str) -> Result<Header, TokenError> {
     }
     let meta = Token::decode_metadata(token).map_err(|_| TokenError::Malformed)?;
     let alg = Alg::from_name(meta.algorithm()).ok_or(TokenError::AlgorithmNotAllowed)?;
+    // As jwt-simple does: no critical extensions, and a `typ` (if any) that names a JWT.
+    if meta.critical().is_some_and(|c| !c.is_empty()) {
+        return Err(TokenError::Malformed);
+    }
+    if let Some(typ) = meta.signature_type() {
+        let typ = typ.to_ascii_uppercase();
+        if typ != "JWT" && !typ.ends_with("+JWT") {
+            return Err(TokenError::Malformed);
+        }
+    }
     Ok(Header {
         alg,
         kid: meta.key_id().map(str::to_string),
@@ -157,25 +167,89 @@ fn verify_with(
     material: &KeyMaterial,
     options: VerificationOptions,
 ) -> Result<Claims, TokenError> {
+    if let (
+        KeyMaterial::Rsa {
+            fast: Some(key), ..
+        },
+        Alg::RS256,
+    ) = (material, alg)
+    {
+        return verify_rs256_fast(token, key, options);
+    }
     let opts = Some(options);
     let result = match (material, alg) {
-        (KeyMaterial::Rsa { n, e }, Alg::RS256) => RS256PublicKey::from_components(n, e)
+        (KeyMaterial::Rsa { n, e, .. }, Alg::RS256) => RS256PublicKey::from_components(n, e)
             .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
-        (KeyMaterial::Rsa { n, e }, Alg::RS384) => RS384PublicKey::from_components(n, e)
+        (KeyMaterial::Rsa { n, e, .. }, Alg::RS384) => RS384PublicKey::from_components(n, e)
             .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
-        (KeyMaterial::Rsa { n, e }, Alg::RS512) => RS512PublicKey::from_components(n, e)
+        (KeyMaterial::Rsa { n, e, .. }, Alg::RS512) => RS512PublicKey::from_components(n, e)
             .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
-        (KeyMaterial::Rsa { n, e }, Alg::PS256) => PS256PublicKey::from_components(n, e)
+        (KeyMaterial::Rsa { n, e, .. }, Alg::PS256) => PS256PublicKey::from_components(n, e)
             .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
-        (KeyMaterial::Rsa { n, e }, Alg::PS384) => PS384PublicKey::from_components(n, e)
+        (KeyMaterial::Rsa { n, e, .. }, Alg::PS384) => PS384PublicKey::from_components(n, e)
             .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
-        (KeyMaterial::Rsa { n, e }, Alg::PS512) => PS512PublicKey::from_components(n, e)
+        (KeyMaterial::Rsa { n, e, .. }, Alg::PS512) => PS512PublicKey::from_components(n, e)
             .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
         (KeyMaterial::P256(point), Alg::ES256) => ES256PublicKey::from_bytes(point)
             .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
         _ => return Err(TokenError::KeyMismatch),
     };
     result.map_err(|e| classify(&e))
+}
+
+/// RS256 through `crate::rsa`, then the same claim checks jwt-simple makes (its own are not
+/// public): `iat` and `nbf` not in the future and `exp` not past, with the tolerance; the issuer;
+/// the nonce when one is required.
+fn verify_rs256_fast(
+    token: &str,
+    key: &crate::rsa::PublicKey,
+    options: VerificationOptions,
+) -> Result<Claims, TokenError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (signing_input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    let signature = b64.decode(signature).map_err(|_| TokenError::Malformed)?;
+    if !key.verify_sha256(signing_input.as_bytes(), &signature) {
+        return Err(TokenError::BadSignature);
+    }
+    let payload = signing_input
+        .split_once('.')
+        .map(|(_, p)| p)
+        .ok_or(TokenError::Malformed)?;
+    let payload = b64.decode(payload).map_err(|_| TokenError::Malformed)?;
+    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+
+    let now = options.artificial_time.map_or(0, |t| t.as_secs());
+    let tolerance = options.time_tolerance.map_or(0, |t| t.as_secs());
+    if claims
+        .issued_at
+        .is_some_and(|t| t.as_secs() > now.saturating_add(tolerance))
+    {
+        return Err(TokenError::IssuedInFuture);
+    }
+    if claims
+        .invalid_before
+        .is_some_and(|t| now.saturating_add(tolerance) < t.as_secs())
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    if claims
+        .expires_at
+        .is_some_and(|t| now < tolerance || now - tolerance > t.as_secs())
+    {
+        return Err(TokenError::Expired);
+    }
+    if let Some(allowed) = &options.allowed_issuers {
+        if !claims.issuer.as_ref().is_some_and(|i| allowed.contains(i)) {
+            return Err(TokenError::WrongIssuer);
+        }
+    }
+    if let Some(required) = &options.required_nonce {
+        if claims.nonce.as_ref() != Some(required) {
+            return Err(TokenError::WrongNonce);
+        }
+    }
+    Ok(claims)
 }
 
 fn classify(err: &jwt_simple::Error) -> TokenError {
@@ -715,7 +789,7 @@ mod timing {
             assert!(verify(&t, &keys, &rules(), NOW, None).is_ok());
         }
         let full = start.elapsed() / n;
-        let KeyMaterial::Rsa { n: modulus, e } = &keys.by_kid("rsa-1").unwrap().material else {
+        let KeyMaterial::Rsa { n: modulus, e, .. } = &keys.by_kid("rsa-1").unwrap().material else {
             panic!()
         };
         let start = std::time::Instant::now();
