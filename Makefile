@@ -31,8 +31,15 @@ $(ENVOY):
 $(NODE_MODULES): tests/package.json tests/package-lock.json
 	cd tests && npm ci --no-audit --no-fund
 
+# wasm-opt (Debian's binaryen) shrinks the module by about a fifth, and V8 compiles it that much
+# sooner at start-up; without it the module works the same, only larger.
+WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
+
 build: .stamp-wasm-target
 	cargo build --target $(WASM_TARGET) --release
+	@if command -v wasm-opt >/dev/null; then \
+	  wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM).opt && mv $(WASM).opt $(WASM); \
+	else echo "note: wasm-opt not found (apt-get install binaryen): the module is not size-optimised"; fi
 	@ls -l $(WASM) | awk '{print "built " $$9 " (" $$5 " bytes)"}'
 
 unit:

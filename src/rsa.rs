@@ -128,53 +128,110 @@ impl PublicKey {
         Some(PublicKey { n, k, e, n0inv, r2 })
     }
 
-    /// Montgomery product a·b·R^-1 mod n (CIOS), for a, b < n.
+    /// Montgomery product a·b·R^-1 mod n, for a, b < n: the full product first, then the
+    /// reduction (separated operand scanning), every inner loop a zip over two slices.
     fn mont_mul(&self, a: &[u32], b: &[u32]) -> Vec<u32> {
         let len = self.n.len();
-        let n0 = u64::from(self.n.first().copied().unwrap_or(0));
-        // t has two limbs more than n: the running sum never needs more.
-        let mut t = vec![0u32; len + 2];
-        for &bi in b {
+        let mut t = vec![0u32; 2 * len + 1];
+        for (i, &bi) in b.iter().enumerate() {
             let bi = u64::from(bi);
-            let [body @ .., hi, top] = t.as_mut_slice() else {
-                return t;
+            let Some(row) = t.get_mut(i..) else {
+                return Vec::new();
             };
-            // t += a·b[i]
             let mut carry = 0u64;
-            for (tj, &aj) in body.iter_mut().zip(a) {
+            for (tj, &aj) in row.iter_mut().zip(a) {
                 let s = u64::from(*tj) + u64::from(aj) * bi + carry;
                 *tj = s as u32;
                 carry = s >> 32;
             }
-            let s = u64::from(*hi) + carry;
-            *hi = s as u32;
-            *top = (s >> 32) as u32;
-            // t += m·n with m chosen so that the low limb becomes 0, then t >>= 32.
-            let t0 = u64::from(body.first().copied().unwrap_or(0));
-            let m = u64::from((t0 as u32).wrapping_mul(self.n0inv));
-            let mut carry = (t0 + m * n0) >> 32;
-            for j in 1..len {
-                let s = u64::from(body.get(j).copied().unwrap_or(0))
-                    + m * u64::from(self.n.get(j).copied().unwrap_or(0))
-                    + carry;
-                if let Some(slot) = body.get_mut(j - 1) {
-                    *slot = s as u32;
-                }
+            if let Some(slot) = row.get_mut(len) {
+                *slot = carry as u32;
+            }
+        }
+        self.reduce(t)
+    }
+
+    /// Montgomery square a·a·R^-1 mod n: each cross product once, doubled, plus the squares.
+    fn mont_square(&self, a: &[u32]) -> Vec<u32> {
+        let len = self.n.len();
+        let mut t = vec![0u32; 2 * len + 1];
+        for (i, &ai) in a.iter().enumerate() {
+            let ai = u64::from(ai);
+            let (Some(rest), Some(row)) = (a.get(i + 1..), t.get_mut(2 * i + 1..)) else {
+                return Vec::new();
+            };
+            let mut carry = 0u64;
+            let mut cells = row.iter_mut();
+            // The shorter side first: zip must not take (and drop) a cell past the end.
+            for (&aj, tj) in rest.iter().zip(&mut cells) {
+                let s = u64::from(*tj) + u64::from(aj) * ai + carry;
+                *tj = s as u32;
                 carry = s >> 32;
             }
-            let s = u64::from(*hi) + carry;
-            if let Some(slot) = body.last_mut() {
-                *slot = s as u32;
+            if let Some(slot) = cells.next() {
+                *slot = carry as u32;
             }
-            *hi = *top + (s >> 32) as u32;
-            *top = 0;
         }
-        let overflow = t.get(len).copied().unwrap_or(0) != 0;
-        t.truncate(len);
-        if overflow || geq(&t, &self.n) {
-            sub_in_place(&mut t, &self.n);
+        // Double the cross products, then add the squares on the diagonal.
+        let mut top = 0u32;
+        for limb in t.iter_mut() {
+            let next = *limb >> 31;
+            *limb = (*limb << 1) | top;
+            top = next;
         }
-        t
+        let mut carry = 0u64;
+        for (pair, &ai) in t.chunks_exact_mut(2).zip(a) {
+            let sq = u64::from(ai) * u64::from(ai);
+            if let [lo, hi] = pair {
+                let s = u64::from(*lo) + (sq & 0xffff_ffff) + carry;
+                *lo = s as u32;
+                let s = u64::from(*hi) + (sq >> 32) + (s >> 32);
+                *hi = s as u32;
+                carry = s >> 32;
+            }
+        }
+        if let Some(last) = t.last_mut() {
+            *last = last.wrapping_add(carry as u32);
+        }
+        self.reduce(t)
+    }
+
+    /// t·R^-1 mod n for t < n·R (2·len + 1 limbs).
+    fn reduce(&self, mut t: Vec<u32>) -> Vec<u32> {
+        let len = self.n.len();
+        for i in 0..len {
+            let Some(window) = t.get_mut(i..) else {
+                return Vec::new();
+            };
+            let m = u64::from(
+                window
+                    .first()
+                    .copied()
+                    .unwrap_or(0)
+                    .wrapping_mul(self.n0inv),
+            );
+            let mut carry = 0u64;
+            let mut cells = window.iter_mut();
+            for (&nj, tj) in self.n.iter().zip(&mut cells) {
+                let s = u64::from(*tj) + m * u64::from(nj) + carry;
+                *tj = s as u32;
+                carry = s >> 32;
+            }
+            for tj in cells {
+                if carry == 0 {
+                    break;
+                }
+                let s = u64::from(*tj) + carry;
+                *tj = s as u32;
+                carry = s >> 32;
+            }
+        }
+        let mut out: Vec<u32> = t.get(len..2 * len).map(<[u32]>::to_vec).unwrap_or_default();
+        let overflow = t.get(2 * len).copied().unwrap_or(0) != 0;
+        if overflow || geq(&out, &self.n) {
+            sub_in_place(&mut out, &self.n);
+        }
+        out
     }
 
     /// Checks an RS256 signature over `message`.
@@ -192,7 +249,7 @@ impl PublicKey {
         let mut x = s_mont.clone();
         let bits = 64 - self.e.leading_zeros();
         for bit in (0..bits.saturating_sub(1)).rev() {
-            x = self.mont_mul(&x, &x);
+            x = self.mont_square(&x);
             if (self.e >> bit) & 1 == 1 {
                 x = self.mont_mul(&x, &s_mont);
             }

@@ -46,12 +46,12 @@ pub fn decide(
     let Ok(token) = std::str::from_utf8(raw) else {
         return reject(TokenError::Malformed);
     };
-    // Malformed tokens and forbidden algorithms are refused without waiting for keys.
-    if let Err(e) = token::read_header(token) {
-        return reject(e);
-    }
     let Some(keys) = keys else {
-        return Decision::WaitForKeys;
+        // Malformed tokens and forbidden algorithms are refused without waiting for keys.
+        return match token::read_header(token) {
+            Err(e) => reject(e),
+            Ok(_) => Decision::WaitForKeys,
+        };
     };
     match token::verify_access(token, keys, cache, &config.rules, now_secs) {
         Ok(verified) => Decision::Continue(claim_headers(config, &verified)),

@@ -28,30 +28,61 @@ impl Request {
     }
 }
 
-fn text(name: &str) -> Option<String> {
-    host::request_header(name).and_then(|v| String::from_utf8(v).ok())
+/// The request's headers, read once: every host call costs a trip through the VM boundary.
+struct Headers(Vec<(String, Vec<u8>)>);
+
+impl Headers {
+    fn bytes(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    fn text(&self, name: &str) -> Option<String> {
+        self.bytes(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_string)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n == name)
+    }
+
+    /// The `Cookie` header; HTTP/2 may send several, which count as one list.
+    fn cookies(&self) -> Option<Vec<u8>> {
+        let mut parts = self.0.iter().filter(|(n, _)| n == "cookie").map(|(_, v)| v);
+        let first = parts.next()?.clone();
+        Some(parts.fold(first, |mut all, v| {
+            all.extend_from_slice(b"; ");
+            all.extend_from_slice(v);
+            all
+        }))
+    }
 }
 
-fn login_request(path: String) -> login::Request {
-    let scheme = text("x-forwarded-proto")
+fn login_request(h: &Headers, path: String) -> login::Request {
+    let scheme = h
+        .text("x-forwarded-proto")
         .and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
         .filter(|s| !s.is_empty())
-        .or_else(|| text(":scheme"))
+        .or_else(|| h.text(":scheme"))
         .unwrap_or_else(|| "http".into());
-    let request_id = text("x-request-id")
+    let request_id = h
+        .text("x-request-id")
         .filter(|v| v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
         .unwrap_or_else(|| "-".into());
     login::Request {
-        method: text(":method").unwrap_or_default(),
+        method: h.text(":method").unwrap_or_default(),
         path,
         scheme,
-        host: text(":authority").unwrap_or_default(),
-        accept: text("accept"),
-        sec_fetch_mode: text("sec-fetch-mode"),
-        sec_fetch_dest: text("sec-fetch-dest"),
-        requested_with: text("x-requested-with"),
-        cookies: host::request_header("cookie").unwrap_or_default(),
-        authorization: host::request_header("authorization"),
+        host: h.text(":authority").unwrap_or_default(),
+        accept: h.text("accept"),
+        sec_fetch_mode: h.text("sec-fetch-mode"),
+        sec_fetch_dest: h.text("sec-fetch-dest"),
+        requested_with: h.text("x-requested-with"),
+        cookies: h.cookies().unwrap_or_default(),
+        authorization: h.bytes("authorization").map(<[u8]>::to_vec),
         request_id,
     }
 }
@@ -84,25 +115,26 @@ impl Context for Request {
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let config = self.shared.borrow().config.clone();
+        let headers = Headers(host::request_headers());
         // B3: a client can never set a claim header itself, skip paths included.
         for (_, header) in &config.claims_to_headers {
-            host::set_request_header(header, None);
+            if headers.has(header) {
+                host::set_request_header(header, None);
+            }
         }
-        let path = String::from_utf8_lossy(&host::request_header(":path").unwrap_or_default())
-            .into_owned();
+        let path = String::from_utf8_lossy(headers.bytes(":path").unwrap_or_default()).into_owned();
         if config.is_skipped(web::path_only(&path)) {
             return Action::Continue;
         }
         let state = if config.login().is_some() {
             State {
-                login: Some(login_request(path)),
+                login: Some(login_request(&headers, path)),
                 ..State::default()
             }
         } else {
-            let authorization = host::request_header("authorization");
-            let cookie = host::request_header("cookie");
+            let cookie = headers.cookies();
             let token = web::request_token(
-                authorization.as_deref(),
+                headers.bytes("authorization"),
                 cookie.as_deref(),
                 &config.cookie.name,
             )
