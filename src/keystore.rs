@@ -9,8 +9,10 @@ use std::rc::Rc;
 
 use crate::jwks::KeySet;
 
-/// After a failed fetch, wait this long before the next attempt.
+/// After a failed fetch, wait this long before the next attempt, doubling with each failure in a
+/// row up to [`MAX_RETRY_MS`] (a provider that is down is not hammered, nor the log filled).
 pub const RETRY_MS: u64 = 1_000;
+pub const MAX_RETRY_MS: u64 = 4_000;
 /// At most one fetch for an unknown `kid` this often.
 pub const REFETCH_MIN_INTERVAL_MS: u64 = 5_000;
 
@@ -53,6 +55,8 @@ pub struct KeyStore {
     pub in_flight: Option<(u32, u64)>,
     /// A request named a `kid` the set lacks: fetch now (rate-limited).
     pub refetch_requested: bool,
+    /// Failed fetches in a row.
+    pub failures: u32,
 }
 
 impl KeyStore {
@@ -74,9 +78,10 @@ impl KeyStore {
         if self.fetch_in_flight(now_ms) {
             return false;
         }
+        let retry = (RETRY_MS << self.failures.min(4)).min(MAX_RETRY_MS);
         let recently_tried = self
             .last_attempt_ms
-            .is_some_and(|t| now_ms < t.saturating_add(RETRY_MS));
+            .is_some_and(|t| now_ms < t.saturating_add(retry));
         if self.keys.is_none() {
             return !recently_tried;
         }
@@ -131,6 +136,20 @@ mod tests {
         s.in_flight = Some((8, 303_000));
         assert!(!s.wants_fetch(302_500, 300_000));
         assert!(s.wants_fetch(303_000, 300_000));
+    }
+
+    #[test]
+    fn failures_back_off() {
+        let mut s = KeyStore {
+            last_attempt_ms: Some(0),
+            failures: 1,
+            ..KeyStore::default()
+        };
+        assert!(!s.wants_fetch(1_999, 300_000));
+        assert!(s.wants_fetch(2_000, 300_000));
+        s.failures = 10;
+        assert!(!s.wants_fetch(3_999, 300_000));
+        assert!(s.wants_fetch(MAX_RETRY_MS, 300_000));
     }
 
     #[test]

@@ -275,7 +275,7 @@ pub fn decide(env: &Env, req: &Request, rng: &mut dyn Random, refetch_allowed: b
         return callback(env, req);
     }
     if path == env.login.logout_path {
-        return Action::Reply(logout(env, req, Vec::new()));
+        return Action::Reply(logout(env, req));
     }
 
     let mut clears = Vec::new();
@@ -795,7 +795,7 @@ pub fn finish_refresh(
 }
 
 /// L6: clear every cookie and send the browser to the end-session endpoint.
-pub fn logout(env: &Env, req: &Request, _extra: Vec<String>) -> Reply {
+pub fn logout(env: &Env, req: &Request) -> Reply {
     let id_token = env.session(req).and_then(|s| s.id_token);
     let cookies = env.clear_all(req);
     let post_logout = if env.login.post_logout_redirect.starts_with('/') {
@@ -828,7 +828,7 @@ pub fn upstream_401(env: &Env, req: &Request, rng: &mut dyn Random) -> Option<Re
     }
     let reply = match env.login.on_upstream_401 {
         Upstream401::Pass => return None,
-        Upstream401::Logout => logout(env, req, Vec::new()),
+        Upstream401::Logout => logout(env, req),
         Upstream401::Login => start_login(env, req, rng, env.clear_all(req)),
     };
     Some(reply.counting(Event::Upstream401))

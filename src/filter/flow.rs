@@ -291,15 +291,13 @@ fn carry_out(
             let (value, cas) = host::get_shared(&key);
             let current = value.unwrap_or_default();
             let decoded = flight::decode(&current);
-            match flight::step(&decoded, &digest, now) {
-                Step::Use => {
-                    if let flight::Slot::Done { status, body, .. } = decoded {
-                        let action =
-                            login::finish_refresh(env, req, &session, status, body, &mut OsRandom);
-                        return carry_out(shared, state, context_id, action, env, req);
-                    }
-                    Outcome::Pause
-                }
+            let step = flight::step(&decoded, &digest, now);
+            if let (Step::Use, flight::Slot::Done { status, body, .. }) = (step, &decoded) {
+                let action =
+                    login::finish_refresh(env, req, &session, *status, body, &mut OsRandom);
+                return carry_out(shared, state, context_id, action, env, req);
+            }
+            match step {
                 Step::Wait => wait(shared, state, context_id, WaitFor::Refresh { slot }),
                 Step::Take => {
                     let until = now + env.config.timeout_ms + 1000;
@@ -320,7 +318,8 @@ fn carry_out(
                         wait(shared, state, context_id, WaitFor::Refresh { slot })
                     }
                 }
-                Step::Bypass => dispatch(
+                // Use is handled above; the slot is busy with another token: refresh unshared.
+                Step::Use | Step::Bypass => dispatch(
                     shared,
                     state,
                     context_id,

@@ -173,6 +173,11 @@ impl Shared {
             KeySet::parse(&body).map_err(|e| e.to_string())
         };
         let fetched = outcome.is_ok();
+        self.store.failures = if fetched {
+            0
+        } else {
+            self.store.failures.saturating_add(1)
+        };
         self.count(&[if fetched {
             Event::KeysFetched
         } else {
