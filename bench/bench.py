@@ -797,6 +797,54 @@ def report(results, meta):
             native = [u["cpu_us"] - c["cpu_us"] for u, c in zip(results["jwt_authn"], results["jwt_authn_cached"])]
             add(f"- for comparison, native code (`jwt_authn` minus `jwt_authn_cached`, BoringSSL): {cell(native, 1)} µs")
         add("")
+    add("## Targets (issue: cost per request at the wasm floor)")
+    add("")
+    add("| target | measured (median, min–max) | met |")
+    add("| --- | --- | --- |")
+
+    def med(values):
+        return stats(values)[0] if values else None
+
+    def target(name, values, limit, higher_is_better, unit, digits):
+        if not values:
+            return
+        m = med(values)
+        ok = m >= limit if higher_is_better else m <= limit
+        add(f"| {name} | {cell(values, digits)} {unit} | {'yes' if ok else '**no**'} |")
+
+    base = results.get("baseline")
+    if base:
+        for s, limit in (("validate_bearer", 0.93), ("login_session", 0.90)):
+            if s in results:
+                target(f"`{s}` ≥ {limit}× baseline req/s",
+                       [r["rps"] / base[i]["rps"] for i, r in enumerate(results[s])], limit, True, "×", 2)
+        if "validate_bearer" in results:
+            target("`validate_bearer` ≤ +3 µs proxy CPU/req over baseline",
+                   [r["cpu_us"] - base[i]["cpu_us"] for i, r in enumerate(results["validate_bearer"])], 3, False, "µs", 1)
+            if "noop_wasm" in results:
+                add("| (for scale: the no-op wasm filter over baseline) | "
+                    + cell([r["cpu_us"] - base[i]["cpu_us"] for i, r in enumerate(results["noop_wasm"])], 1)
+                    + " µs | — |")
+                add("| (mesh-oidc's own cost: `validate_bearer` over the no-op filter) | "
+                    + cell([r["cpu_us"] - results["noop_wasm"][i]["cpu_us"] for i, r in enumerate(results["validate_bearer"])], 1)
+                    + " µs | — |")
+        mesh = [s for s in RUN if s.startswith(("validate", "login"))]
+        if mesh:
+            rss = [r["rss_mib"] - base[i]["rss_mib"] for s in mesh for i, r in enumerate(results[s])]
+            target("RSS ≤ +45 MiB over baseline", rss, 45, False, "MiB", 1)
+            ready = [r["ready_ms"] for s in mesh for r in results[s]]
+            target("ready (key set loaded, first request answered) ≤ 600 ms after start", ready, 600, False, "ms", 0)
+    if "validate_cold" in results and "validate_bearer" in results:
+        target("one cold RS256 verification ≤ 200 µs",
+               [c["cpu_us"] - b["cpu_us"] for c, b in zip(results["validate_cold"], results["validate_bearer"])],
+               200, False, "µs", 1)
+    target("`.wasm` ≤ 550 KB", [os.path.getsize(MESH_WASM) / 1000], 550, False, "KB", 0)
+    add("")
+    notes = os.path.join(ROOT, "docs", "benchmark-notes.md")
+    if os.path.exists(notes):
+        with open(notes, encoding="utf-8") as f:
+            add(f.read().rstrip())
+        add("")
     add("## Scenarios")
     add("")
     for s in RUN:

@@ -160,15 +160,18 @@ impl PublicKey {
             let (Some(rest), Some(row)) = (a.get(i + 1..), t.get_mut(2 * i + 1..)) else {
                 return Vec::new();
             };
+            // Slices on both sides: the loop compiles to plain indexed code (an iterator held
+            // by reference would live in wasm's linear memory and be reloaded every step).
+            let Some((head, tail)) = row.split_at_mut_checked(rest.len()) else {
+                return Vec::new();
+            };
             let mut carry = 0u64;
-            let mut cells = row.iter_mut();
-            // The shorter side first: zip must not take (and drop) a cell past the end.
-            for (&aj, tj) in rest.iter().zip(&mut cells) {
+            for (tj, &aj) in head.iter_mut().zip(rest) {
                 let s = u64::from(*tj) + u64::from(aj) * ai + carry;
                 *tj = s as u32;
                 carry = s >> 32;
             }
-            if let Some(slot) = cells.next() {
+            if let Some(slot) = tail.first_mut() {
                 *slot = carry as u32;
             }
         }
@@ -210,14 +213,16 @@ impl PublicKey {
                     .unwrap_or(0)
                     .wrapping_mul(self.n0inv),
             );
+            let Some((head, tail)) = window.split_at_mut_checked(len) else {
+                return Vec::new();
+            };
             let mut carry = 0u64;
-            let mut cells = window.iter_mut();
-            for (&nj, tj) in self.n.iter().zip(&mut cells) {
+            for (tj, &nj) in head.iter_mut().zip(&self.n) {
                 let s = u64::from(*tj) + m * u64::from(nj) + carry;
                 *tj = s as u32;
                 carry = s >> 32;
             }
-            for tj in cells {
+            for tj in tail.iter_mut() {
                 if carry == 0 {
                     break;
                 }
