@@ -1,5 +1,8 @@
-//! Test helpers: keys, key sets and tokens the tests make themselves.
+//! Test helpers: keys, key sets and tokens the tests make themselves. The module is compiled for
+//! tests only (`lib.rs` declares it under `#[cfg(test)]`); the attribute below repeats that where
+//! a reader of this file sees it, since helpers here may panic.
 
+#[cfg(test)]
 use std::sync::OnceLock;
 
 use base64::Engine as _;
