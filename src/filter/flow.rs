@@ -21,8 +21,8 @@ use crate::web::{self, Reply};
 /// What one request carries through waits and calls.
 #[derive(Debug, Default)]
 pub struct State {
-    /// Validate mode: the raw token.
-    pub token: Option<Vec<u8>>,
+    /// Validate mode: the raw token (shared, not copied, when the request is decided again).
+    pub token: Option<Rc<[u8]>>,
     /// Login mode: the request.
     pub login: Option<login::Request>,
     /// `Set-Cookie` values for the service's response (after a refresh).
@@ -297,40 +297,26 @@ fn carry_out(
                     login::finish_refresh(env, req, &session, *status, body, &mut OsRandom);
                 return carry_out(shared, state, context_id, action, env, req);
             }
-            match step {
-                Step::Wait => wait(shared, state, context_id, WaitFor::Refresh { slot }),
+            // Whether this request owns the shared slot (and publishes its answer), or refreshes
+            // unshared because the slot is busy with another token.
+            let owned = match step {
+                Step::Wait => return wait(shared, state, context_id, WaitFor::Refresh { slot }),
                 Step::Take => {
                     let until = now + env.config.timeout_ms + 1000;
-                    if host::set_shared(&key, &flight::encode_pending(&digest, until), cas) {
-                        dispatch(
-                            shared,
-                            state,
-                            context_id,
-                            &call,
-                            Purpose::Refresh {
-                                session,
-                                slot: Some(slot),
-                            },
-                            &req.request_id,
-                        )
-                    } else {
+                    if !host::set_shared(&key, &flight::encode_pending(&digest, until), cas) {
                         // Another request took the slot a moment ago: wait for its answer.
-                        wait(shared, state, context_id, WaitFor::Refresh { slot })
+                        return wait(shared, state, context_id, WaitFor::Refresh { slot });
                     }
+                    Some(slot)
                 }
-                // Use is handled above; the slot is busy with another token: refresh unshared.
-                Step::Use | Step::Bypass => dispatch(
-                    shared,
-                    state,
-                    context_id,
-                    &call,
-                    Purpose::Refresh {
-                        session,
-                        slot: None,
-                    },
-                    &req.request_id,
-                ),
-            }
+                // Use was handled above.
+                Step::Use | Step::Bypass => None,
+            };
+            let purpose = Purpose::Refresh {
+                session,
+                slot: owned,
+            };
+            dispatch(shared, state, context_id, &call, purpose, &req.request_id)
         }
     }
 }

@@ -138,7 +138,7 @@ impl HttpContext for Request {
                 cookie.as_deref(),
                 &config.cookie.name,
             )
-            .map(|(t, _)| t.to_vec());
+            .map(|(t, _)| Rc::from(t));
             State {
                 token,
                 ..State::default()
