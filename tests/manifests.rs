@@ -671,6 +671,13 @@ fn compose_envoy_config_passes_envoy_validate() {
         .map(PathBuf::from)
         .unwrap_or_else(|| path("target/wasm32-wasip1/release/mesh_oidc.wasm"));
     if !envoy.exists() || !wasm.exists() {
+        // `make unit` builds both first and sets this: there, a missing piece is a failure.
+        assert!(
+            std::env::var_os("MESH_OIDC_REQUIRE_ENVOY").is_none(),
+            "need {} and {}",
+            envoy.display(),
+            wasm.display()
+        );
         eprintln!(
             "SKIPPED envoy --mode validate of {COMPOSE_ENVOY}: need {} and {}",
             envoy.display(),
