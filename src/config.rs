@@ -45,6 +45,8 @@ pub const KEYS: &[&str] = &[
     "jwks_refresh_seconds",
     "on_upstream_401",
     "client_secrets",
+    "public_origins",
+    "trust_forwarded_proto",
 ];
 
 /// A configuration error: the dotted key and what is wrong with it.
@@ -105,6 +107,64 @@ impl SessionKey {
 impl fmt::Debug for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+/// `session_secret` as a list (rotation): the first key seals, every key opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionKeys {
+    sealing: SessionKey,
+    older: Vec<SessionKey>,
+}
+
+impl SessionKeys {
+    /// The key new cookies are sealed with.
+    pub fn sealing(&self) -> &SessionKey {
+        &self.sealing
+    }
+
+    /// Every key a cookie may be sealed with, the sealing key first.
+    pub fn all(&self) -> impl Iterator<Item = &SessionKey> {
+        std::iter::once(&self.sealing).chain(self.older.iter())
+    }
+}
+
+/// A browser-facing origin (`public_origins`): `scheme://host[:port]`, lower-case, with the port
+/// only when it is not the scheme's default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub https: bool,
+    /// `host[:port]` as a `Host` header names it.
+    pub authority: String,
+}
+
+impl Origin {
+    pub fn scheme(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `scheme://host[:port]`.
+    pub fn as_url(&self) -> String {
+        format!("{}://{}", self.scheme(), self.authority)
+    }
+
+    /// Whether a request's `Host` (`:authority`) names this origin: the default port may be
+    /// written or left out.
+    pub fn matches_host(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.');
+        if host.eq_ignore_ascii_case(&self.authority) {
+            return true;
+        }
+        let default_port = if self.https { ":443" } else { ":80" };
+        host.len() > default_port.len()
+            && host.ends_with(default_port)
+            && host
+                .get(..host.len() - default_port.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(&self.authority))
     }
 }
 
@@ -214,7 +274,10 @@ pub struct TokenRules {
 pub struct LoginConfig {
     pub client_secret: Secret,
     pub client_auth: ClientAuth,
-    pub session_key: SessionKey,
+    pub session_keys: SessionKeys,
+    /// When not empty: the only origins `redirect_uri` and `post_logout_redirect_uri` are built
+    /// for; a request for another host is refused before any redirect.
+    pub public_origins: Vec<Origin>,
     pub scopes: Vec<String>,
     pub callback_path: String,
     pub logout_path: String,
@@ -247,6 +310,8 @@ pub struct Config {
     pub claims_to_headers: Vec<(String, String)>,
     pub timeout_ms: u64,
     pub jwks_refresh_seconds: u64,
+    /// Whether `x-forwarded-proto` tells the request's scheme (only behind a proxy that sets it).
+    pub trust_forwarded_proto: bool,
 }
 
 impl Config {
@@ -631,9 +696,52 @@ fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         scopes.insert(0, "openid".into());
     }
 
-    let session_key = match root.string("session_secret")? {
+    let session_keys = match root.take("session_secret") {
         None => None,
-        Some(s) => Some(parse_session_secret(&s)?),
+        Some(Value::String(s)) => Some(SessionKeys {
+            sealing: parse_session_secret("session_secret", &s)?,
+            older: Vec::new(),
+        }),
+        Some(Value::Array(items)) => {
+            let mut keys = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let key = format!("session_secret[{i}]");
+                let Value::String(s) = item else {
+                    return Err(ConfigError::new(key, "must be a string (base64)"));
+                };
+                keys.push(parse_session_secret(&key, s)?);
+            }
+            let mut keys = keys.into_iter();
+            let sealing = keys
+                .next()
+                .ok_or_else(|| ConfigError::new("session_secret", "must not be an empty list"))?;
+            Some(SessionKeys {
+                sealing,
+                older: keys.collect(),
+            })
+        }
+        Some(_) => {
+            return Err(ConfigError::new(
+                "session_secret",
+                "must be a base64 string, or a list of them (the first seals, all unseal)",
+            ))
+        }
+    };
+    let public_origins = root
+        .strings("public_origins")?
+        .unwrap_or_default()
+        .iter()
+        .map(|s| parse_origin(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let trust_forwarded_proto = match root.take("trust_forwarded_proto") {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => {
+            return Err(ConfigError::new(
+                "trust_forwarded_proto",
+                "must be true or false",
+            ))
+        }
     };
 
     let callback_path = local_path(
@@ -748,7 +856,7 @@ fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         }
         let client_secret = client_secret
             .ok_or_else(|| ConfigError::new("client_secret", "is required in login mode"))?;
-        let session_key = session_key
+        let session_keys = session_keys
             .ok_or_else(|| ConfigError::new("session_secret", "is required in login mode"))?;
         let authorization_endpoint =
             endpoints.remove("authorization_endpoint").ok_or_else(|| {
@@ -760,7 +868,8 @@ fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         Mode::Login(Box::new(LoginConfig {
             client_secret,
             client_auth,
-            session_key,
+            session_keys,
+            public_origins,
             scopes,
             callback_path,
             logout_path,
@@ -798,6 +907,28 @@ fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         claims_to_headers,
         timeout_ms,
         jwks_refresh_seconds,
+        trust_forwarded_proto,
+    })
+}
+
+/// One entry of `public_origins`: `scheme://host[:port]`, nothing else.
+fn parse_origin(s: &str) -> Result<Origin, ConfigError> {
+    let key = "public_origins";
+    let url = parse_url(key, s)?;
+    if url.path() != "/" || url.query().is_some() || s.trim_end_matches('/').len() < s.len() - 1 {
+        return Err(ConfigError::new(
+            key,
+            format!("{s:?} must be an origin: scheme://host[:port], no path or query"),
+        ));
+    }
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    };
+    Ok(Origin {
+        https: url.scheme() == "https",
+        authority,
     })
 }
 
@@ -865,7 +996,44 @@ fn client_secrets(
     Ok(out)
 }
 
-fn parse_session_secret(s: &str) -> Result<SessionKey, ConfigError> {
+/// Words that mark a value as a placeholder someone forgot to replace.
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "changeme",
+    "change-me",
+    "change_me",
+    "placeholder",
+    "replace",
+    "example",
+    "notasecret",
+    "not-a-secret",
+    "xxxxxxxx",
+];
+
+/// A secret is refused when it reads as a placeholder, or when its bytes are too uniform to have
+/// come from a random source (32 random bytes hold about 30 distinct values; fewer than 20 is a
+/// typed phrase or a pattern).
+fn weak_secret(text: &str, bytes: &[u8]) -> Option<&'static str> {
+    let lower_text = text.to_ascii_lowercase();
+    let lower_bytes = String::from_utf8_lossy(bytes).to_ascii_lowercase();
+    if PLACEHOLDER_WORDS
+        .iter()
+        .any(|w| lower_text.contains(w) || lower_bytes.contains(w))
+    {
+        return Some("is a placeholder");
+    }
+    let mut seen = [false; 256];
+    for b in bytes {
+        if let Some(slot) = seen.get_mut(usize::from(*b)) {
+            *slot = true;
+        }
+    }
+    if seen.iter().filter(|s| **s).count() < 20 {
+        return Some("has too little entropy (too few distinct bytes)");
+    }
+    None
+}
+
+fn parse_session_secret(key: &str, s: &str) -> Result<SessionKey, ConfigError> {
     let trimmed = s.trim();
     let engines = [
         &base64::engine::general_purpose::STANDARD,
@@ -876,11 +1044,17 @@ fn parse_session_secret(s: &str) -> Result<SessionKey, ConfigError> {
     let bytes = engines
         .iter()
         .find_map(|e| e.decode(trimmed).ok())
-        .ok_or_else(|| ConfigError::new("session_secret", "must be base64"))?;
+        .ok_or_else(|| ConfigError::new(key, "must be base64"))?;
     if bytes.len() < 32 {
         return Err(ConfigError::new(
-            "session_secret",
+            key,
             format!("must decode to at least 32 bytes, got {}", bytes.len()),
+        ));
+    }
+    if let Some(why) = weak_secret(trimmed, &bytes) {
+        return Err(ConfigError::new(
+            key,
+            format!("{why}: generate one with `openssl rand -base64 32`"),
         ));
     }
     Ok(SessionKey(fold_key(&bytes)))
@@ -969,7 +1143,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+    const SECRET: &str = "nsseZrfUE/AHsM4ERYcYpaCfgpxPm14SyfAAFapYwC8="; // 32 bytes
 
     fn validate_base() -> Value {
         json!({
@@ -1521,11 +1695,90 @@ mod tests {
         for s in [
             SECRET,
             SECRET.trim_end_matches('='),
-            "-__7__v_-__7__v_-__7__v_-__7__v_-__7__v_-_8",
+            &SECRET.replace('+', "-").replace('/', "_"),
         ] {
             let mut v = login_base();
             v["session_secret"] = json!(s);
             assert!(parse(&v).is_ok(), "{s}");
         }
+    }
+
+    #[test]
+    fn placeholder_and_weak_session_secrets_are_refused() {
+        use base64::Engine as _;
+        let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+        for weak in [
+            "PLACEHOLDER+replace+with+openssl+rand+base64+32+CHANGEME".to_string(),
+            b64(b"0123456789abcdef0123456789abcdef"),
+            b64(&[0u8; 32]),
+            b64(b"mesh-oidc-demo-only-NOT-A-SECRET"),
+            b64(b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+            b64(b"changeme-changeme-changeme-changeme!"),
+        ] {
+            let mut v = login_base();
+            v["session_secret"] = json!(weak);
+            let e = error_of(&v);
+            assert!(
+                e.starts_with("session_secret: ") && e.contains("openssl rand -base64 32"),
+                "{weak}: {e}"
+            );
+        }
+        let mut v = login_base();
+        v["session_secret"] = json!([SECRET, b64(&[1u8; 32])]);
+        assert!(error_of(&v).starts_with("session_secret[1]: "));
+    }
+
+    #[test]
+    fn a_list_of_session_secrets_rotates() {
+        let other = "q3Wm0b8cTzY1n2Xh7Jk4LpRsEo9VfGaD6iUyBtNwC5M=";
+        let mut v = login_base();
+        v["session_secret"] = json!([other, SECRET]);
+        let c = parse(&v).unwrap();
+        let keys = &c.login().unwrap().session_keys;
+        assert_eq!(keys.all().count(), 2);
+        let mut single = login_base();
+        single["session_secret"] = json!(other);
+        let s = parse(&single).unwrap();
+        assert_eq!(
+            keys.sealing(),
+            s.login().unwrap().session_keys.sealing(),
+            "the first seals"
+        );
+        v["session_secret"] = json!([]);
+        assert!(error_of(&v).starts_with("session_secret: must not be an empty list"));
+        v["session_secret"] = json!(42);
+        assert!(error_of(&v).starts_with("session_secret: must be a base64 string"));
+    }
+
+    #[test]
+    fn public_origins_and_the_forwarded_proto() {
+        let mut v = login_base();
+        v["public_origins"] = json!(["https://Bookinfo.example.com", "http://127.0.0.1:8000/"]);
+        v["trust_forwarded_proto"] = json!(true);
+        let c = parse(&v).unwrap();
+        assert!(c.trust_forwarded_proto);
+        let o = &c.login().unwrap().public_origins;
+        assert_eq!(o[0].as_url(), "https://bookinfo.example.com");
+        assert!(o[0].matches_host("bookinfo.example.com"));
+        assert!(o[0].matches_host("BOOKINFO.example.com:443"));
+        assert!(!o[0].matches_host("bookinfo.example.com:8443"));
+        assert!(!o[0].matches_host("evil.example"));
+        assert!(!o[0].matches_host("bookinfo.example.com.evil.example"));
+        assert_eq!(o[1].as_url(), "http://127.0.0.1:8000");
+        assert!(o[1].matches_host("127.0.0.1:8000"));
+        assert!(!o[1].matches_host("127.0.0.1"));
+        for bad in [
+            "https://a.example/path",
+            "https://a.example?x",
+            "a.example",
+            "ftp://a",
+        ] {
+            v["public_origins"] = json!([bad]);
+            assert!(error_of(&v).starts_with("public_origins: "), "{bad}");
+        }
+        let mut v = login_base();
+        v["trust_forwarded_proto"] = json!("yes");
+        assert!(error_of(&v).starts_with("trust_forwarded_proto: "));
+        assert!(!parse(&login_base()).unwrap().trust_forwarded_proto);
     }
 }

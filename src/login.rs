@@ -8,7 +8,8 @@ use url::form_urlencoded;
 use crate::config::{ClientAuth, Config, LoginConfig, TokenRules, Upstream401};
 use crate::jwks::KeySet;
 use crate::metrics::Event;
-use crate::session::{self, Attributes, Names, Sealer, Session, Transaction};
+use crate::replay;
+use crate::session::{self, Attributes, Credential, Names, Sealer, Session, Transaction};
 use crate::token::{self, TokenError, Verified};
 use crate::validate::claim_headers;
 use crate::web::{self, Reply};
@@ -38,7 +39,7 @@ pub struct Request {
     pub method: String,
     /// Path with its query.
     pub path: String,
-    /// `x-forwarded-proto` when present, else `:scheme`.
+    /// `:scheme`, or `x-forwarded-proto` when the configuration trusts it.
     pub scheme: String,
     pub host: String,
     pub accept: Option<String>,
@@ -46,7 +47,8 @@ pub struct Request {
     pub sec_fetch_dest: Option<String>,
     pub requested_with: Option<String>,
     pub cookies: Vec<u8>,
-    pub authorization: Option<Vec<u8>>,
+    /// Every `Authorization` header (two different ones are refused, B6).
+    pub authorizations: Vec<Vec<u8>>,
     pub request_id: String,
 }
 
@@ -141,11 +143,12 @@ pub enum Action {
     Reply(Reply),
     WaitForKeys,
     RefetchKeys,
-    /// L2: exchange the code.
+    /// L2: exchange the code, once `replay` is recorded (a state already used: [`replayed`]).
     Exchange {
         call: TokenCall,
         tx: Transaction,
         clears: Vec<String>,
+        replay: replay::Claim,
     },
     /// L5: refresh the session. `slot` names the single-flight entry of this refresh token.
     Refresh {
@@ -168,11 +171,28 @@ pub struct Env<'a> {
 }
 
 impl Env<'_> {
+    /// The browser-facing origin of a request (`scheme://host`) and whether it is https: the
+    /// configured `public_origins` entry its `Host` names, or, with none configured, the
+    /// request's scheme and `Host`. `None`: no redirect may be built for this request.
+    fn origin(&self, req: &Request) -> Option<(String, bool)> {
+        if self.login.public_origins.is_empty() {
+            return req.origin().map(|o| (o, req.is_https()));
+        }
+        self.login
+            .public_origins
+            .iter()
+            .find(|o| o.matches_host(&req.host))
+            .map(|o| (o.as_url(), o.https))
+    }
+
     fn attrs(&self, req: &Request) -> Attributes {
         let secure = match self.config.cookie.secure {
             crate::config::SecureCookie::Always => true,
             crate::config::SecureCookie::Never => false,
-            crate::config::SecureCookie::Auto => req.is_https(),
+            crate::config::SecureCookie::Auto => match self.origin(req) {
+                Some((_, https)) => https,
+                None => req.is_https(),
+            },
         };
         Attributes::new(&self.config.cookie, secure)
     }
@@ -227,19 +247,23 @@ impl Env<'_> {
         TokenCall { headers, body }
     }
 
-    fn access_token<'r>(&self, req: &'r Request) -> Option<std::borrow::Cow<'r, str>> {
-        if let Some(t) = req.authorization.as_deref().and_then(web::bearer) {
-            return std::str::from_utf8(t).ok().map(std::borrow::Cow::Borrowed);
-        }
-        session::read_chunked(&req.cookies, &self.names.access).map(std::borrow::Cow::Owned)
+    fn credential<'r>(&self, req: &'r Request) -> Credential<'r> {
+        let auths: Vec<&[u8]> = req.authorizations.iter().map(Vec::as_slice).collect();
+        session::credential(&auths, &req.cookies, self.names)
     }
 
-    fn forward(&self, req: &Request, token: &str, verified: &Verified) -> Forward {
+    /// L4 and B6: the verified token as the bearer, and as the one `cookie.name` cookie when the
+    /// browser keeps its session in cookies; no other copy and no sealed cookie goes on.
+    fn forward(&self, req: &Request, token: &str, verified: &Verified, as_cookie: bool) -> Forward {
         let mut set_headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
         set_headers.extend(claim_headers(self.config, verified));
         Forward {
             set_headers,
-            cookie_header: session::strip_sealed(&req.cookies, self.names),
+            cookie_header: session::forwarded_cookies(
+                &req.cookies,
+                self.names,
+                as_cookie.then_some(token.as_bytes()),
+            ),
             response_cookies: Vec::new(),
             events: Vec::new(),
         }
@@ -255,18 +279,22 @@ impl Env<'_> {
             &req.cookies,
         ));
         let tx_attrs = a.for_transaction();
-        for (name, _) in web::cookies(&req.cookies) {
-            if self.names.is_transaction(name) {
-                if let Ok(name) = std::str::from_utf8(name) {
-                    out.push(session::clear_cookie(name, &tx_attrs));
-                }
-            }
+        let transactions = web::cookies(&req.cookies)
+            .filter(|(name, _)| self.names.is_transaction(name))
+            .filter_map(|(name, _)| std::str::from_utf8(name).ok())
+            .take(MAX_CLEARED_TRANSACTIONS);
+        for name in transactions {
+            out.push(session::clear_cookie(name, &tx_attrs));
         }
         out.sort();
         out.dedup();
         out
     }
 }
+
+/// Transaction cookies cleared in one response at most: a request stuffed with a thousand junk
+/// ones must not get a thousand `Set-Cookie`s back (a front proxy would turn that into a 502).
+pub const MAX_CLEARED_TRANSACTIONS: usize = 8;
 
 /// Decides a login-mode request (claim headers already stripped, skip paths already passed).
 pub fn decide(env: &Env, req: &Request, rng: &mut dyn Random, refetch_allowed: bool) -> Action {
@@ -279,21 +307,50 @@ pub fn decide(env: &Env, req: &Request, rng: &mut dyn Random, refetch_allowed: b
     }
 
     let mut clears = Vec::new();
-    if let Some(token) = env.access_token(req) {
-        let Some(keys) = env.keys else {
-            return Action::WaitForKeys;
-        };
-        match token::verify_access(&token, keys, env.cache, &env.config.rules, env.now) {
-            Ok(verified) => return Action::Continue(env.forward(req, &token, &verified)),
-            Err(TokenError::UnknownKey) if refetch_allowed => return Action::RefetchKeys,
-            Err(_) => clears = env.clear_all(req),
+    let mut invalid = None;
+    let session = env.session(req);
+    match env.credential(req) {
+        Credential::Conflict => return Action::Reply(conflicting_tokens(env, req, rng)),
+        Credential::None => {}
+        Credential::One { token, from_cookie } => {
+            let Some(keys) = env.keys else {
+                return Action::WaitForKeys;
+            };
+            let checked = std::str::from_utf8(&token)
+                .map_err(|_| TokenError::Malformed)
+                .and_then(|token| {
+                    token::verify_access(token, keys, env.cache, &env.config.rules, env.now)
+                        .map(|v| (token, v))
+                });
+            match checked {
+                Ok((token, verified)) => {
+                    let as_cookie = from_cookie || session.is_some();
+                    return Action::Continue(env.forward(req, token, &verified, as_cookie));
+                }
+                Err(TokenError::UnknownKey) if refetch_allowed => return Action::RefetchKeys,
+                Err(e) => {
+                    clears = env.clear_all(req);
+                    invalid = Some(e);
+                }
+            }
         }
     }
 
-    match env.session(req) {
+    match session {
         Some(session) if session.refresh_token.is_some() => refresh(env, session),
-        _ => Action::Reply(unauthenticated(env, req, rng, clears)),
+        _ => Action::Reply(unauthenticated(env, req, rng, clears, invalid)),
     }
+}
+
+/// B6: two different access tokens in one request. A page starts over with every cookie of the
+/// filter cleared; anything else gets a 401.
+fn conflicting_tokens(env: &Env, req: &Request, rng: &mut dyn Random) -> Reply {
+    if req.is_page() {
+        return start_login(env, req, rng, env.clear_all(req))
+            .counting(Event::TokenRejected("conflict"));
+    }
+    web::unauthorized(Some("more than one access token in the request"))
+        .counting(Event::TokenRejected("conflict"))
 }
 
 fn refresh(env: &Env, session: Session) -> Action {
@@ -314,7 +371,7 @@ pub const REFRESH_SLOTS: usize = 1024;
 
 /// `index:digest` of a refresh token: the slot it uses and what tells it apart from others there.
 pub fn refresh_slot(login: &LoginConfig, refresh_token: &str) -> String {
-    let mut input = login.session_key.bytes().to_vec();
+    let mut input = login.session_keys.sealing().bytes().to_vec();
     input.extend_from_slice(refresh_token.as_bytes());
     let digest = hmac_sha256::Hash::hash(&input);
     let index = usize::from(u16::from_be_bytes([
@@ -328,10 +385,22 @@ pub fn refresh_slot(login: &LoginConfig, refresh_token: &str) -> String {
     )
 }
 
-/// No valid session: a page goes to the login page (L1), anything else gets a 401 (V2).
-fn unauthenticated(env: &Env, req: &Request, rng: &mut dyn Random, clears: Vec<String>) -> Reply {
+/// No valid session: a page goes to the login page (L1), anything else gets a 401 (V2, with
+/// `error="invalid_token"` when a token was presented: L1+).
+fn unauthenticated(
+    env: &Env,
+    req: &Request,
+    rng: &mut dyn Random,
+    clears: Vec<String>,
+    invalid: Option<TokenError>,
+) -> Reply {
     if !req.is_page() {
-        let mut reply = web::unauthorized(None).counting(Event::TokenRejected("missing"));
+        let mut reply = match invalid {
+            Some(e) => {
+                web::unauthorized(Some(e.description())).counting(Event::TokenRejected(e.reason()))
+            }
+            None => web::unauthorized(None).counting(Event::TokenRejected("missing")),
+        };
         for c in clears {
             reply.headers.push(("set-cookie".into(), c));
         }
@@ -342,12 +411,8 @@ fn unauthenticated(env: &Env, req: &Request, rng: &mut dyn Random, clears: Vec<S
 
 /// L1: 302 to the authorization endpoint, with a sealed transaction cookie.
 pub fn start_login(env: &Env, req: &Request, rng: &mut dyn Random, clears: Vec<String>) -> Reply {
-    let Some(origin) = req.origin() else {
-        return error_page(
-            400,
-            "The request has no usable Host header.",
-            &req.request_id,
-        );
+    let Some((origin, _)) = env.origin(req) else {
+        return wrong_host(req, clears);
     };
     let state = random_string(rng);
     let nonce = random_string(rng);
@@ -381,6 +446,8 @@ pub fn start_login(env: &Env, req: &Request, rng: &mut dyn Random, clears: Vec<S
     let a = env.attrs(req).for_transaction();
     let mut cookies = clears;
     cookies.extend(stale_transactions(env, req, &a));
+    cookies.sort();
+    cookies.dedup();
     cookies.push(session::set_cookie(
         &env.names.transaction(&state),
         &sealed,
@@ -394,10 +461,11 @@ pub fn start_login(env: &Env, req: &Request, rng: &mut dyn Random, clears: Vec<S
 fn stale_transactions(env: &Env, req: &Request, a: &Attributes) -> Vec<String> {
     let mut live = Vec::new();
     let mut out = Vec::new();
-    for (name, value) in web::cookies(&req.cookies) {
-        if !env.names.is_transaction(name) {
-            continue;
-        }
+    // Bounded work and a bounded answer, however many transaction cookies a request carries.
+    let transactions = web::cookies(&req.cookies)
+        .filter(|(name, _)| env.names.is_transaction(name))
+        .take(MAX_CLEARED_TRANSACTIONS * 2);
+    for (name, value) in transactions {
         let Ok(name) = std::str::from_utf8(name) else {
             continue;
         };
@@ -418,7 +486,23 @@ fn stale_transactions(env: &Env, req: &Request, a: &Attributes) -> Vec<String> {
             .take(excess)
             .map(|n| session::clear_cookie(n, a)),
     );
+    out.truncate(MAX_CLEARED_TRANSACTIONS);
     out
+}
+
+/// 400 for a request whose `Host` is not one of `public_origins` (or is unusable): no redirect
+/// is ever built from it.
+fn wrong_host(req: &Request, clears: Vec<String>) -> Reply {
+    let mut reply = error_page(
+        400,
+        "This site is not served under the host name in the request.",
+        &req.request_id,
+    )
+    .counting(Event::CallbackFailed("host"));
+    reply
+        .headers
+        .extend(clears.into_iter().map(|c| ("set-cookie".to_string(), c)));
+    reply
 }
 
 fn redirect(location: &str, cookies: Vec<String>) -> Reply {
@@ -477,13 +561,30 @@ fn callback(env: &Env, req: &Request) -> Action {
     let mut code = None;
     let mut state = None;
     let mut error = None;
+    let mut duplicated = false;
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match k.as_ref() {
-            "code" if code.is_none() => code = Some(v.into_owned()),
-            "state" if state.is_none() => state = Some(v.into_owned()),
-            "error" if error.is_none() => error = Some(v.into_owned()),
-            _ => {}
-        }
+        let slot = match k.as_ref() {
+            "code" => &mut code,
+            "state" => &mut state,
+            "error" => &mut error,
+            _ => continue,
+        };
+        duplicated |= slot.is_some();
+        *slot = Some(v.into_owned());
+    }
+    // L2+: a second `state` or `code` is a sign of injection; which one would count is a guess.
+    if duplicated {
+        return Action::Reply(
+            error_page(
+                400,
+                "The sign-in response repeats a parameter.",
+                &req.request_id,
+            )
+            .counting(Event::CallbackFailed("state")),
+        );
+    }
+    if env.origin(req).is_none() {
+        return Action::Reply(wrong_host(req, Vec::new()));
     }
     let a = env.attrs(req).for_transaction();
     let tx_name = state.as_deref().map(|s| env.names.transaction(s));
@@ -543,11 +644,28 @@ fn callback(env: &Env, req: &Request) -> Action {
         ("redirect_uri", tx.redirect_uri.as_str()),
         ("code_verifier", tx.verifier.as_str()),
     ]);
+    // The transaction cookie opened, so it was sealed at most TRANSACTION_TTL ago.
+    let replay = replay::Claim::new(&tx.state, env.now + session::TRANSACTION_TTL);
     Action::Exchange {
         call,
         tx,
         clears: clear_tx,
+        replay,
     }
+}
+
+/// L2+: the callback's state was used before in this Envoy process.
+pub fn replayed(req: &Request, clears: &[String]) -> Reply {
+    let mut reply = error_page(
+        400,
+        "This sign-in response was already used. Please start again.",
+        &req.request_id,
+    )
+    .counting(Event::CallbackFailed("replayed"));
+    reply
+        .headers
+        .extend(clears.iter().map(|c| ("set-cookie".to_string(), c.clone())));
+    reply
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -783,13 +901,13 @@ pub fn finish_refresh(
     });
     match refreshed {
         Some((token, verified, cookies)) => {
-            let mut forward = env.forward(req, &token, &verified);
+            let mut forward = env.forward(req, &token, &verified, true);
             forward.response_cookies = cookies;
             forward.events.push(Event::RefreshOk);
             Action::Continue(forward)
         }
         None => Action::Reply(
-            unauthenticated(env, req, rng, env.clear_all(req)).counting(Event::RefreshFailed),
+            unauthenticated(env, req, rng, env.clear_all(req), None).counting(Event::RefreshFailed),
         ),
     }
 }
@@ -799,8 +917,9 @@ pub fn logout(env: &Env, req: &Request) -> Reply {
     let id_token = env.session(req).and_then(|s| s.id_token);
     let cookies = env.clear_all(req);
     let post_logout = if env.login.post_logout_redirect.starts_with('/') {
-        match req.origin() {
-            Some(origin) => format!("{origin}{}", env.login.post_logout_redirect),
+        match env.origin(req) {
+            Some((origin, _)) => format!("{origin}{}", env.login.post_logout_redirect),
+            None if !env.login.public_origins.is_empty() => return wrong_host(req, cookies),
             None => env.login.post_logout_redirect.clone(),
         }
     } else {
@@ -897,7 +1016,7 @@ mod tests {
             },
             "client_id": "productpage",
             "client_secret": "pp secret",
-            "session_secret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            "session_secret": "nsseZrfUE/AHsM4ERYcYpaCfgpxPm14SyfAAFapYwC8=",
             "claims_to_headers": {"preferred_username": "x-user"}
         });
         edit(&mut v);
@@ -913,7 +1032,7 @@ mod tests {
 
     impl Fixture {
         fn new(config: Config) -> Fixture {
-            let sealer = Sealer::new(&config.login().unwrap().session_key).unwrap();
+            let sealer = Sealer::new(&config.login().unwrap().session_keys).unwrap();
             let names = Names::new(&config.cookie.name);
             Fixture {
                 config,
@@ -1164,6 +1283,232 @@ mod tests {
     }
 
     #[test]
+    fn only_the_verified_token_reaches_the_service() {
+        let f = fixture();
+        let t = valid_token();
+        let forged = sign_rsa(claims(keycloak_claims())).replace('.', ".x");
+        // Two different access tokens: refused, whichever order (B6).
+        for cookies in [
+            format!("access_token={t}; access_token={forged}"),
+            format!("access_token={forged}; access_token={t}"),
+        ] {
+            let mut api = page("/api", &cookies);
+            api.accept = Some("application/json".into());
+            let r = reply_of(decide(&f.env(), &api, &mut Counter(0), true));
+            assert_eq!(r.status, 401);
+            assert!(r
+                .header("www-authenticate")
+                .unwrap()
+                .contains("invalid_token"));
+            // A page starts over, with the filter's cookies cleared.
+            let r = reply_of(decide(
+                &f.env(),
+                &page("/", &cookies),
+                &mut Counter(0),
+                true,
+            ));
+            assert_eq!(r.status, 302);
+            assert!(cookie_pairs(&r)
+                .iter()
+                .any(|(n, v, _)| n == "access_token" && v.is_empty()));
+        }
+        let mut bearer_and_cookie = page("/", &format!("access_token={forged}"));
+        bearer_and_cookie.authorizations = vec![format!("Bearer {t}").into_bytes()];
+        assert!(matches!(
+            decide(&f.env(), &bearer_and_cookie, &mut Counter(0), true),
+            Action::Reply(_)
+        ));
+        let mut two_headers = page("/", "");
+        two_headers.authorizations = vec![
+            format!("Bearer {t}").into_bytes(),
+            format!("Bearer {forged}").into_bytes(),
+        ];
+        assert!(matches!(
+            decide(&f.env(), &two_headers, &mut Counter(0), true),
+            Action::Reply(_)
+        ));
+        // An identical copy and a forged chunk are dropped; the verified token goes on once.
+        let cookies = format!("access_token={t}; a=1; access_token={t}; access_token_5=evil");
+        let Action::Continue(fwd) = decide(&f.env(), &page("/", &cookies), &mut Counter(0), true)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            String::from_utf8(fwd.cookie_header.unwrap()).unwrap(),
+            format!("a=1; access_token={t}")
+        );
+        // A bearer alone: no cookie is made up for it.
+        let mut bearer = page("/", "a=1");
+        bearer.authorizations = vec![format!("Bearer {t}").into_bytes()];
+        let Action::Continue(fwd) = decide(&f.env(), &bearer, &mut Counter(0), true) else {
+            panic!()
+        };
+        assert_eq!(fwd.cookie_header.as_deref(), Some(&b"a=1"[..]));
+    }
+
+    #[test]
+    fn an_api_call_with_a_bad_token_is_told_invalid_token() {
+        let f = fixture();
+        let mut api = page("/api", "access_token=garbage");
+        api.accept = Some("application/json".into());
+        let r = reply_of(decide(&f.env(), &api, &mut Counter(0), true));
+        assert_eq!(r.status, 401);
+        assert!(
+            r.header("www-authenticate")
+                .unwrap()
+                .starts_with("Bearer error=\"invalid_token\""),
+            "{:?}",
+            r.header("www-authenticate")
+        );
+        api.cookies = Vec::new();
+        let r = reply_of(decide(&f.env(), &api, &mut Counter(0), true));
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    }
+
+    #[test]
+    fn public_origins_decide_every_redirect() {
+        let f = Fixture::new(config_with(|v| {
+            v["public_origins"] = json!(["https://bookinfo.example.com"]);
+        }));
+        // The request reached the sidecar over plain http: the configured origin still decides.
+        let r = reply_of(decide(&f.env(), &page("/p", ""), &mut Counter(0), true));
+        assert_eq!(r.status, 302);
+        let q = query(r.header("location").unwrap());
+        assert_eq!(q["redirect_uri"], "https://bookinfo.example.com/callback");
+        assert!(cookie_pairs(&r)[0].2.contains("Secure"));
+        let mut evil = page("/p", "");
+        evil.host = "evil.example".into();
+        let r = reply_of(decide(&f.env(), &evil, &mut Counter(0), true));
+        assert_eq!(r.status, 400);
+        assert!(r.header("location").is_none());
+        assert!(cookie_pairs(&r).iter().all(|(_, v, _)| v.is_empty()));
+        let mut out = page("/logout", "");
+        out.host = "evil.example".into();
+        let r = reply_of(decide(&f.env(), &out, &mut Counter(0), true));
+        assert_eq!(r.status, 400);
+        assert!(r.header("location").is_none());
+        let r = reply_of(decide(
+            &f.env(),
+            &page("/logout", ""),
+            &mut Counter(0),
+            true,
+        ));
+        let q = query(r.header("location").unwrap());
+        assert_eq!(
+            q["post_logout_redirect_uri"],
+            "https://bookinfo.example.com/"
+        );
+        let mut cb = page("/callback?code=c&state=s", "");
+        cb.host = "evil.example".into();
+        assert_eq!(
+            reply_of(decide(&f.env(), &cb, &mut Counter(0), true)).status,
+            400
+        );
+    }
+
+    #[test]
+    fn a_callback_with_a_repeated_parameter_is_refused() {
+        let f = fixture();
+        let (tx, cookie) = begin(&f, "/");
+        for q in [
+            format!("code=c&state={0}&state={0}", tx.state),
+            format!("code=c&code=d&state={}", tx.state),
+            format!("state={}&code=c&error=x&error=y", tx.state),
+        ] {
+            let r = reply_of(decide(
+                &f.env(),
+                &page(&format!("/callback?{q}"), &cookie),
+                &mut Counter(0),
+                true,
+            ));
+            assert_eq!(r.status, 400, "{q}");
+        }
+        let ok = decide(
+            &f.env(),
+            &page(&format!("/callback?code=c&state={}", tx.state), &cookie),
+            &mut Counter(0),
+            true,
+        );
+        let Action::Exchange { replay, .. } = ok else {
+            panic!("{ok:?}")
+        };
+        let slot = replay.record(b"", NOW).unwrap();
+        assert_eq!(
+            replay.record(&slot, NOW + 1),
+            None,
+            "the state is single-use"
+        );
+    }
+
+    #[test]
+    fn a_thousand_junk_transactions_get_a_bounded_answer() {
+        let f = fixture();
+        let junk: Vec<String> = (0..1000)
+            .map(|i| format!("access_token_tx_{i:08}=junk{i}"))
+            .collect();
+        let cookies = format!("access_token=expired; {}", junk.join("; "));
+        let r = reply_of(decide(
+            &f.env(),
+            &page("/", &cookies),
+            &mut Counter(0),
+            true,
+        ));
+        assert_eq!(r.status, 302);
+        let sets = r.headers.iter().filter(|(n, _)| n == "set-cookie").count();
+        assert!(sets <= MAX_CLEARED_TRANSACTIONS + 4, "{sets} Set-Cookies");
+        let r = reply_of(decide(
+            &f.env(),
+            &page("/logout", &cookies),
+            &mut Counter(0),
+            true,
+        ));
+        let sets = r.headers.iter().filter(|(n, _)| n == "set-cookie").count();
+        assert!(sets <= MAX_CLEARED_TRANSACTIONS + 4, "{sets} Set-Cookies");
+    }
+
+    #[test]
+    fn cookies_sealed_under_a_retired_secret_still_open() {
+        let old = fixture();
+        let s = Session {
+            id_token: None,
+            refresh_token: Some("r".into()),
+        };
+        let sealed_by_old = session_cookie(&old, &s);
+        let old_secret = old.config.clone();
+        let _ = old_secret;
+        let rotated = Fixture::new(config_with(|v| {
+            let previous = v["session_secret"].clone();
+            v["session_secret"] = json!(["Yc1C7n0Zb2k4PqWm8RtXv5Hs3Lf9JdGa6EoUiTyBwN0=", previous]);
+        }));
+        assert!(matches!(
+            decide(
+                &rotated.env(),
+                &page("/", &sealed_by_old),
+                &mut Counter(0),
+                true
+            ),
+            Action::Refresh { .. }
+        ));
+        let replaced = Fixture::new(config_with(|v| {
+            v["session_secret"] = json!(["Yc1C7n0Zb2k4PqWm8RtXv5Hs3Lf9JdGa6EoUiTyBwN0="]);
+        }));
+        let r = reply_of(decide(
+            &replaced.env(),
+            &page("/", &sealed_by_old),
+            &mut Counter(0),
+            true,
+        ));
+        assert_eq!(r.status, 302, "a retired secret no longer opens: L1");
+        // New cookies are sealed with the first secret only.
+        let fresh = rotated.sealer.seal(&s, NOW, 60).unwrap();
+        assert_eq!(
+            replaced.sealer.open::<Session>(&fresh, NOW),
+            Some(s.clone())
+        );
+        assert_eq!(old.sealer.open::<Session>(&fresh, NOW), None);
+    }
+
+    #[test]
     fn waits_for_keys_and_refetches_unknown_kids() {
         let f = fixture();
         let t = valid_token();
@@ -1199,6 +1544,7 @@ mod tests {
             call,
             tx: got,
             clears,
+            ..
         } = decide(&f.env(), &page(&path, &cookie), &mut Counter(9), true)
         else {
             panic!("expected an exchange")
@@ -1250,7 +1596,7 @@ mod tests {
         let f = fixture();
         let (tx, cookie) = begin(&f, "/");
         let other = Fixture::new(config_with(|v| {
-            v["session_secret"] = json!("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=")
+            v["session_secret"] = json!("aXRoVPOr1hUndEnymF85DT6i4O/AneKZsXj0QBVGaWw=")
         }));
         let (_, foreign_cookie) = begin(&other, "/");
         let cases = [

@@ -5,7 +5,7 @@
 use jwt_simple::prelude::*;
 use serde::de::DeserializeOwned;
 
-use crate::config::{CookieConfig, SameSite, SessionKey};
+use crate::config::{CookieConfig, SameSite, SessionKeys};
 use crate::web;
 
 /// Browsers keep about 4096 bytes per cookie, name and attributes included.
@@ -44,15 +44,21 @@ pub struct Session {
     pub refresh_token: Option<String>,
 }
 
+/// Seals with the first key of `session_secret`, opens with any of them (rotation).
 pub struct Sealer {
-    key: A256KWKey,
+    sealing: A256KWKey,
+    older: Vec<A256KWKey>,
 }
 
 impl Sealer {
-    pub fn new(key: &SessionKey) -> Option<Sealer> {
-        A256KWKey::from_bytes(key.bytes())
-            .ok()
-            .map(|key| Sealer { key })
+    pub fn new(keys: &SessionKeys) -> Option<Sealer> {
+        let sealing = A256KWKey::from_bytes(keys.sealing().bytes()).ok()?;
+        let older = keys
+            .all()
+            .skip(1)
+            .map(|k| A256KWKey::from_bytes(k.bytes()).ok())
+            .collect::<Option<Vec<_>>>()?;
+        Some(Sealer { sealing, older })
     }
 
     pub fn seal<T: Serialize>(&self, value: T, now: u64, ttl: u64) -> Option<String> {
@@ -60,11 +66,19 @@ impl Sealer {
         claims.issued_at = Some(UnixTimeStamp::from_secs(now));
         claims.invalid_before = None;
         claims.expires_at = Some(UnixTimeStamp::from_secs(now.saturating_add(ttl)));
-        self.key.encrypt(claims).ok()
+        self.sealing.encrypt(claims).ok()
     }
 
-    /// Opens a sealed value; `None` if it was tampered with, sealed with another key, or expired.
+    /// Opens a sealed value; `None` if it was tampered with, sealed with no key of the list, or
+    /// expired. Every failure ends the same way (no padding or MAC oracle: A256GCM authenticates
+    /// before anything is read, and the caller sees only `None`).
     pub fn open<T: DeserializeOwned>(&self, sealed: &str, now: u64) -> Option<T> {
+        std::iter::once(&self.sealing)
+            .chain(self.older.iter())
+            .find_map(|key| Self::open_with(key, sealed, now))
+    }
+
+    fn open_with<T: DeserializeOwned>(key: &A256KWKey, sealed: &str, now: u64) -> Option<T> {
         if sealed.len() > CHUNK_SIZE * MAX_CHUNKS + 64 {
             return None;
         }
@@ -77,7 +91,7 @@ impl Sealer {
             }),
             ..Default::default()
         };
-        let claims: JWTClaims<T> = self.key.decrypt_token(sealed, Some(options)).ok()?;
+        let claims: JWTClaims<T> = key.decrypt_token(sealed, Some(options)).ok()?;
         claims.expires_at?;
         Some(claims.custom)
     }
@@ -111,14 +125,14 @@ impl Names {
         name.starts_with(self.tx_prefix.as_bytes())
     }
 
-    /// Whether a cookie belongs to the filter and is sealed (the service never needs to see it).
-    pub fn is_sealed(&self, name: &[u8]) -> bool {
-        self.is_transaction(name) || chunk_index(name, &self.session).is_some()
-    }
-
-    /// Whether a cookie is one the filter sets (access token or sealed).
-    pub fn is_ours(&self, name: &[u8]) -> bool {
-        self.is_sealed(name) || chunk_index(name, &self.access).is_some()
+    /// Whether a cookie name is in the filter's namespace: `cookie.name` itself, or
+    /// `cookie.name_` followed by anything (chunks, the session, transactions, and forged
+    /// look-alikes such as `access_token_99`). The service never sees these unchecked.
+    pub fn in_namespace(&self, name: &[u8]) -> bool {
+        match name.strip_prefix(self.access.as_bytes()) {
+            Some(rest) => rest.is_empty() || rest.first() == Some(&b'_'),
+            None => false,
+        }
     }
 }
 
@@ -254,23 +268,110 @@ fn split_at_chars(value: &str, size: usize) -> Vec<&str> {
     out
 }
 
-/// The `Cookie` header without the filter's sealed cookies (L4): the service never sees them.
-/// `None` when nothing is left.
-pub fn strip_sealed(cookie_header: &[u8], names: &Names) -> Option<Vec<u8>> {
-    let kept: Vec<&[u8]> = cookie_header
-        .split(|b| *b == b';')
-        .filter(|piece| {
-            let piece = piece.trim_ascii();
-            let name = piece
-                .split(|b| *b == b'=')
-                .next()
-                .unwrap_or_default()
-                .trim_ascii();
-            !piece.is_empty() && !names.is_sealed(name)
-        })
-        .map(<[u8]>::trim_ascii)
-        .collect();
-    (!kept.is_empty()).then(|| kept.join(&b"; "[..]))
+/// The access token a request presents (V1, B6): at most one. Two different tokens — in two
+/// `Authorization` headers, in a bearer and a cookie, or in two copies of a cookie — are a
+/// conflict: a service behind the filter might read the copy that was not checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential<'a> {
+    None,
+    One {
+        token: std::borrow::Cow<'a, [u8]>,
+        /// Whether the request carried the access-token cookie (the service then gets the
+        /// verified token back as that cookie).
+        from_cookie: bool,
+    },
+    Conflict,
+}
+
+/// Reads the request's access token from every `Authorization` header and every copy of the
+/// access-token cookie and its chunks, in one pass over the `Cookie` header.
+pub fn credential<'a>(
+    authorizations: &[&'a [u8]],
+    cookie_header: &'a [u8],
+    names: &Names,
+) -> Credential<'a> {
+    let mut bearer = None;
+    if let Some((first, rest)) = authorizations.split_first() {
+        if rest.iter().any(|other| other != first) {
+            return Credential::Conflict;
+        }
+        bearer = web::bearer(first);
+    }
+    let mut chunks: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
+    for (name, value) in web::cookies(cookie_header) {
+        if value.is_empty() {
+            continue;
+        }
+        let Some(slot) = chunk_index(name, &names.access).and_then(|i| chunks.get_mut(i)) else {
+            continue;
+        };
+        match slot {
+            None => *slot = Some(value),
+            Some(seen) if *seen != value => return Credential::Conflict,
+            Some(_) => {}
+        }
+    }
+    let mut parts = chunks.iter().map_while(|c| *c);
+    let cookie: Option<std::borrow::Cow<'a, [u8]>> = parts.next().map(|first| {
+        let mut rest = parts.peekable();
+        if rest.peek().is_none() {
+            std::borrow::Cow::Borrowed(first)
+        } else {
+            let mut all = first.to_vec();
+            for part in rest {
+                all.extend_from_slice(part);
+            }
+            std::borrow::Cow::Owned(all)
+        }
+    });
+    match (bearer, cookie) {
+        (Some(b), Some(c)) if b != c.as_ref() => Credential::Conflict,
+        (Some(b), c) => Credential::One {
+            token: std::borrow::Cow::Borrowed(b),
+            from_cookie: c.is_some(),
+        },
+        (None, Some(c)) => Credential::One {
+            token: c,
+            from_cookie: true,
+        },
+        (None, None) => Credential::None,
+    }
+}
+
+/// The `Cookie` header the service sees (B6): every cookie in the filter's namespace removed —
+/// all copies and chunks of the access token, the sealed session and transactions — and the
+/// verified access token, when given, put back as one `cookie.name` cookie. `None` when nothing
+/// is left.
+pub fn forwarded_cookies(
+    cookie_header: &[u8],
+    names: &Names,
+    verified: Option<&[u8]>,
+) -> Option<Vec<u8>> {
+    let mut out: Vec<u8> = Vec::with_capacity(cookie_header.len());
+    for piece in cookie_header.split(|b| *b == b';') {
+        let piece = piece.trim_ascii();
+        let name = piece
+            .split(|b| *b == b'=')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        if piece.is_empty() || names.in_namespace(name) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.extend_from_slice(b"; ");
+        }
+        out.extend_from_slice(piece);
+    }
+    if let Some(token) = verified {
+        if !out.is_empty() {
+            out.extend_from_slice(b"; ");
+        }
+        out.extend_from_slice(names.access.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(token);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 #[cfg(test)]
@@ -284,13 +385,13 @@ mod tests {
                 "oidc": {"issuer": "https://i", "jwks_uri": "https://i/k",
                          "authorization_endpoint": "https://i/a", "token_endpoint": "https://i/t"},
                 "client_id": "c", "client_secret": "s",
-                "session_secret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+                "session_secret": "nsseZrfUE/AHsM4ERYcYpaCfgpxPm14SyfAAFapYwC8="
             })
             .to_string()
             .as_bytes(),
         )
         .unwrap();
-        Sealer::new(&key.login().unwrap().session_key).unwrap()
+        Sealer::new(&key.login().unwrap().session_keys).unwrap()
     }
 
     fn session() -> Session {
@@ -321,7 +422,8 @@ mod tests {
             None
         );
         let other = Sealer {
-            key: A256KWKey::from_bytes(&[7u8; 32]).unwrap(),
+            sealing: A256KWKey::from_bytes(&[7u8; 32]).unwrap(),
+            older: Vec::new(),
         };
         assert_eq!(other.open::<Session>(&sealed, 1001), None);
         assert_eq!(s.open::<Session>("garbage", 1001), None);
@@ -367,21 +469,78 @@ mod tests {
     }
 
     #[test]
-    fn names_and_stripping() {
+    fn names_and_the_forwarded_cookie_header() {
         let n = Names::new("access_token");
         let tx = n.transaction("abcdefghijkl");
         assert_eq!(tx, "access_token_tx_abcdefgh");
-        assert!(n.is_sealed(tx.as_bytes()));
-        assert!(n.is_sealed(b"access_token_session_2"));
-        assert!(!n.is_sealed(b"access_token"));
-        assert!(n.is_ours(b"access_token_1"));
-        assert!(!n.is_ours(b"access_token_9"));
-        assert!(!n.is_ours(b"access_tokens"));
-        let h = b"a=1; access_token=t; access_token_session=s; access_token_tx_abc=x; b=2";
+        for ours in [
+            &b"access_token"[..],
+            b"access_token_1",
+            b"access_token_9",
+            b"access_token_session_2",
+            tx.as_bytes(),
+        ] {
+            assert!(n.in_namespace(ours), "{}", String::from_utf8_lossy(ours));
+        }
+        assert!(!n.in_namespace(b"access_tokens"));
+        assert!(!n.in_namespace(b"xaccess_token"));
+        // B6: only the verified token goes on, once; forged copies and sealed cookies never.
+        let h = b"a=1; access_token=t; access_token=forged; access_token_1=x; access_token_session=s; access_token_tx_abc=x; access_token_77=z; b=2";
         assert_eq!(
-            strip_sealed(h, &n).unwrap(),
-            b"a=1; access_token=t; b=2".to_vec()
+            forwarded_cookies(h, &n, Some(b"t")).unwrap(),
+            b"a=1; b=2; access_token=t".to_vec()
         );
-        assert_eq!(strip_sealed(b"access_token_session=s", &n), None);
+        assert_eq!(
+            forwarded_cookies(h, &n, None).unwrap(),
+            b"a=1; b=2".to_vec()
+        );
+        assert_eq!(forwarded_cookies(b"access_token_session=s", &n, None), None);
+    }
+
+    #[test]
+    fn one_credential_per_request() {
+        let n = Names::new("access_token");
+        let one = |t: &str, from_cookie: bool| Credential::One {
+            token: std::borrow::Cow::Owned(t.as_bytes().to_vec()),
+            from_cookie,
+        };
+        assert_eq!(credential(&[], b"", &n), Credential::None);
+        assert_eq!(credential(&[b"Basic eA=="], b"a=1", &n), Credential::None);
+        assert_eq!(credential(&[b"Bearer h"], b"", &n), one("h", false));
+        assert_eq!(credential(&[], b"access_token=c", &n), one("c", true));
+        assert_eq!(
+            credential(&[b"Bearer t"], b"access_token=t", &n),
+            one("t", true)
+        );
+        assert_eq!(
+            credential(&[], b"access_token=c; access_token=c", &n),
+            one("c", true),
+            "an identical copy is no conflict"
+        );
+        assert_eq!(
+            credential(
+                &[],
+                b"access_token=a; access_token_1=b; access_token_2=c",
+                &n
+            ),
+            one("abc", true)
+        );
+        assert_eq!(credential(&[], b"access_token=; x=1", &n), Credential::None);
+        for conflict in [
+            (&[&b"Bearer a"[..], b"Bearer b"][..], &b""[..]),
+            (&[&b"Bearer a"[..], b"Basic eA=="][..], &b""[..]),
+            (&[&b"Bearer a"[..]][..], &b"access_token=b"[..]),
+            (&[][..], &b"access_token=a; access_token=b"[..]),
+            (
+                &[][..],
+                &b"access_token=a; access_token_1=b; access_token_1=c"[..],
+            ),
+        ] {
+            assert_eq!(
+                credential(conflict.0, conflict.1, &n),
+                Credential::Conflict,
+                "{conflict:?}"
+            );
+        }
     }
 }

@@ -30,18 +30,53 @@ pub fn claim_headers(config: &Config, verified: &token::Verified) -> Vec<(String
         .collect()
 }
 
+/// The access token a request presents (V1), as B6 reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'a> {
+    Nothing,
+    Token(&'a [u8]),
+    /// Two different tokens: refused, whichever is valid.
+    Conflict,
+}
+
+/// Whether a request header is a spelling of a claim header (B3+: any case, `_` for `-`), so
+/// that it is removed before anything else: a service behind a proxy that maps `x_user` to
+/// `x-user` (as CGI and WSGI servers do) must never see a client's own claim header.
+pub fn is_claim_header(config: &Config, name: &str) -> bool {
+    config.claims_to_headers.iter().any(|(_, header)| {
+        header.len() == name.len()
+            && header.bytes().zip(name.bytes()).all(|(h, n)| {
+                let n = match n {
+                    b'_' => b'-',
+                    other => other.to_ascii_lowercase(),
+                };
+                h == n
+            })
+    })
+}
+
 /// Decides a validate-mode request whose claim headers were already stripped.
-/// `token` is the raw bearer or cookie value, if any.
 pub fn decide(
     config: &Config,
-    token: Option<&[u8]>,
+    presented: Presented,
     keys: Option<&KeySet>,
     cache: token::CacheRef,
     now_secs: u64,
     refetch_allowed: bool,
 ) -> Decision {
-    let Some(raw) = token else {
-        return Decision::Reply(web::unauthorized(None).counting(Event::TokenRejected("missing")));
+    let raw = match presented {
+        Presented::Token(raw) => raw,
+        Presented::Nothing => {
+            return Decision::Reply(
+                web::unauthorized(None).counting(Event::TokenRejected("missing")),
+            )
+        }
+        Presented::Conflict => {
+            return Decision::Reply(
+                web::unauthorized(Some("more than one access token in the request"))
+                    .counting(Event::TokenRejected("conflict")),
+            )
+        }
     };
     let Ok(token) = std::str::from_utf8(raw) else {
         return reject(TokenError::Malformed);
@@ -102,7 +137,7 @@ mod tests {
         let t = sign_rsa(claims(custom));
         let d = decide(
             &config(),
-            Some(t.as_bytes()),
+            Presented::Token(t.as_bytes()),
             Some(&keyset()),
             None,
             NOW,
@@ -122,8 +157,40 @@ mod tests {
     }
 
     #[test]
+    fn every_spelling_of_a_claim_header_is_one() {
+        let c = config();
+        for spoof in ["x-user", "X-User", "x_user", "X_USER", "x-roles", "x_Roles"] {
+            assert!(is_claim_header(&c, spoof), "{spoof}");
+        }
+        for other in ["x-users", "xuser", "x-use", "authorization", "x--user"] {
+            assert!(!is_claim_header(&c, other), "{other}");
+        }
+    }
+
+    #[test]
+    fn two_different_tokens_are_refused_even_if_one_is_valid() {
+        let (status, challenge) = status_and_challenge(&decide(
+            &config(),
+            Presented::Conflict,
+            Some(&keyset()),
+            None,
+            NOW,
+            true,
+        ));
+        assert_eq!(status, 401);
+        assert!(challenge.contains("invalid_token"), "{challenge}");
+    }
+
+    #[test]
     fn no_token_is_401_without_error() {
-        let d = decide(&config(), None, Some(&keyset()), None, NOW, true);
+        let d = decide(
+            &config(),
+            Presented::Nothing,
+            Some(&keyset()),
+            None,
+            NOW,
+            true,
+        );
         assert_eq!(status_and_challenge(&d), (401, "Bearer".into()));
     }
 
@@ -137,7 +204,7 @@ mod tests {
         for t in [expired.as_bytes(), b"garbage", b"a.b.c", b"\xff\xfe"] {
             let (status, challenge) = status_and_challenge(&decide(
                 &config(),
-                Some(t),
+                Presented::Token(t),
                 Some(&keyset()),
                 None,
                 NOW,
@@ -152,15 +219,38 @@ mod tests {
     fn waits_for_keys_only_when_a_token_needs_them() {
         let t = valid_token();
         assert_eq!(
-            decide(&config(), Some(t.as_bytes()), None, None, NOW, true),
+            decide(
+                &config(),
+                Presented::Token(t.as_bytes()),
+                None,
+                None,
+                NOW,
+                true
+            ),
             Decision::WaitForKeys
         );
         assert_eq!(
-            status_and_challenge(&decide(&config(), None, None, None, NOW, true)).0,
+            status_and_challenge(&decide(
+                &config(),
+                Presented::Nothing,
+                None,
+                None,
+                NOW,
+                true
+            ))
+            .0,
             401
         );
         assert_eq!(
-            status_and_challenge(&decide(&config(), Some(b"junk"), None, None, NOW, true)).0,
+            status_and_challenge(&decide(
+                &config(),
+                Presented::Token(b"junk"),
+                None,
+                None,
+                NOW,
+                true
+            ))
+            .0,
             401
         );
     }
@@ -175,7 +265,7 @@ mod tests {
         assert_eq!(
             decide(
                 &config(),
-                Some(t.as_bytes()),
+                Presented::Token(t.as_bytes()),
                 Some(&keyset()),
                 None,
                 NOW,
@@ -185,7 +275,7 @@ mod tests {
         );
         let (status, challenge) = status_and_challenge(&decide(
             &config(),
-            Some(t.as_bytes()),
+            Presented::Token(t.as_bytes()),
             Some(&keyset()),
             None,
             NOW,

@@ -110,6 +110,35 @@ pub fn cookies(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
+/// The scheme a request came in with. With `trust` (a proxy in front sets it), the first
+/// `x-forwarded-proto` value; otherwise `:scheme` — except that Envoy copies a client's
+/// `x-forwarded-proto` into `:scheme`, so when that header is present and not trusted, the
+/// connection itself decides (`connection_is_tls`, asked only then: it is a host call).
+pub fn request_scheme(
+    scheme: Option<&str>,
+    forwarded_proto: Option<&str>,
+    trust: bool,
+    connection_is_tls: impl FnOnce() -> bool,
+) -> String {
+    let forwarded = forwarded_proto
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    match (forwarded, trust) {
+        (Some(f), true) => f.to_ascii_lowercase(),
+        (Some(_), false) => if connection_is_tls() { "https" } else { "http" }.to_string(),
+        (None, _) => scheme.unwrap_or("http").to_ascii_lowercase(),
+    }
+}
+
+/// A request id fit for a log line: Envoy's `x-request-id` when it is short and printable.
+pub fn request_id(header: Option<&str>) -> String {
+    header
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or("-")
+        .to_string()
+}
+
 /// The first cookie called `name`.
 pub fn cookie<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
     cookies(header)
@@ -140,28 +169,6 @@ pub fn bearer(header: &[u8]) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Where a request's token came from (V1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenSource {
-    Header,
-    Cookie,
-}
-
-/// The token a request carries: `Authorization: Bearer`, else the named cookie.
-pub fn request_token<'a>(
-    authorization: Option<&'a [u8]>,
-    cookie_header: Option<&'a [u8]>,
-    cookie_name: &str,
-) -> Option<(&'a [u8], TokenSource)> {
-    if let Some(t) = authorization.and_then(bearer) {
-        return Some((t, TokenSource::Header));
-    }
-    cookie_header
-        .and_then(|h| cookie(h, cookie_name))
-        .filter(|v| !v.is_empty())
-        .map(|v| (v, TokenSource::Cookie))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,16 +197,30 @@ mod tests {
     }
 
     #[test]
-    fn header_wins_over_cookie() {
-        let t = request_token(Some(b"Bearer h"), Some(b"access_token=c"), "access_token");
-        assert_eq!(t, Some((&b"h"[..], TokenSource::Header)));
-        let t = request_token(Some(b"Basic x"), Some(b"access_token=c"), "access_token");
-        assert_eq!(t, Some((&b"c"[..], TokenSource::Cookie)));
+    fn the_forwarded_proto_counts_only_when_trusted() {
+        let plain = || false;
         assert_eq!(
-            request_token(None, Some(b"access_token="), "access_token"),
-            None
+            request_scheme(Some("http"), Some("https"), false, plain),
+            "http"
         );
-        assert_eq!(request_token(None, None, "access_token"), None);
+        // Envoy has already copied the client's header into :scheme.
+        assert_eq!(
+            request_scheme(Some("https"), Some("https"), false, plain),
+            "http"
+        );
+        assert_eq!(
+            request_scheme(Some("https"), Some("https"), false, || true),
+            "https"
+        );
+        assert_eq!(
+            request_scheme(Some("http"), Some("https, http"), true, plain),
+            "https"
+        );
+        assert_eq!(request_scheme(Some("https"), None, true, plain), "https");
+        assert_eq!(request_scheme(None, Some(" "), true, plain), "http");
+        assert_eq!(request_id(Some("abc-1")), "abc-1");
+        assert_eq!(request_id(Some("a b")), "-");
+        assert_eq!(request_id(None), "-");
     }
 
     #[test]

@@ -49,7 +49,7 @@ fn every_listed_key_is_accepted_by_the_parser() {
         "client_secret": "s",
         "client_auth_method": "client_secret_post",
         "scopes": ["openid"],
-        "session_secret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        "session_secret": "nsseZrfUE/AHsM4ERYcYpaCfgpxPm14SyfAAFapYwC8=",
         "callback_path": "/cb",
         "logout_path": "/out",
         "post_logout_redirect": "/bye",
@@ -73,7 +73,7 @@ fn every_listed_key_is_accepted_by_the_parser() {
             "client_id": "productpage", "client_secret": "s",
             "redirect_uris": ["https://bookinfo.example.com/callback"]
         }},
-        "session_secret": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+        "session_secret": "nsseZrfUE/AHsM4ERYcYpaCfgpxPm14SyfAAFapYwC8="
     });
     mesh_oidc::config::Config::parse(migrated.to_string().as_bytes())
         .expect("client_secrets accepted");

@@ -15,7 +15,7 @@ use crate::login::{self, Action, Env, Exchanged, Forward, TokenCall};
 use crate::metrics::Event;
 use crate::session::{Session, Transaction};
 use crate::token::TokenError;
-use crate::validate::{self, Decision};
+use crate::validate::{self, Decision, Presented};
 use crate::web::{self, Reply};
 
 /// What one request carries through waits and calls.
@@ -23,6 +23,11 @@ use crate::web::{self, Reply};
 pub struct State {
     /// Validate mode: the raw token (shared, not copied, when the request is decided again).
     pub token: Option<Rc<[u8]>>,
+    /// Validate mode: the request carried two different access tokens (B6).
+    pub conflict: bool,
+    /// Validate mode: the `Cookie` header to forward when it must change (B6; `None` inside:
+    /// remove it).
+    pub cookie_rewrite: Option<Option<Vec<u8>>>,
     /// Login mode: the request.
     pub login: Option<login::Request>,
     /// `Set-Cookie` values for the service's response (after a refresh).
@@ -168,10 +173,7 @@ fn apply_forward(shared: &SharedRef, state: &StateRef, forward: Forward) {
         host::set_request_header(name, Some(value));
     }
     if state.borrow().login.is_some() {
-        match &forward.cookie_header {
-            Some(v) => host::set_request_header_bytes("cookie", v),
-            None => host::set_request_header("cookie", None),
-        }
+        host::set_request_header_bytes("cookie", forward.cookie_header.as_deref());
     }
     state.borrow_mut().response_cookies = forward.response_cookies;
 }
@@ -194,10 +196,18 @@ pub fn run(
         let action = login::decide(&env, &req, &mut OsRandom, refetch_allowed);
         carry_out(shared, state, context_id, action, &env, &req)
     } else {
-        let token = state.borrow().token.clone();
+        let (token, conflict) = {
+            let st = state.borrow();
+            (st.token.clone(), st.conflict)
+        };
+        let presented = match (&token, conflict) {
+            (_, true) => Presented::Conflict,
+            (Some(t), false) => Presented::Token(t),
+            (None, false) => Presented::Nothing,
+        };
         match validate::decide(
             &snap.config,
-            token.as_deref(),
+            presented,
             snap.keys(),
             snap.cache(),
             now_ms / 1000,
@@ -206,6 +216,9 @@ pub fn run(
             Decision::Continue(headers) => {
                 for (name, value) in &headers {
                     host::set_request_header(name, Some(value));
+                }
+                if let Some(cookie) = state.borrow_mut().cookie_rewrite.take() {
+                    host::set_request_header_bytes("cookie", cookie.as_deref());
                 }
                 Outcome::Continue
             }
@@ -272,14 +285,24 @@ fn carry_out(
         Action::Reply(reply) => reply_with(shared, state, &reply),
         Action::WaitForKeys => wait(shared, state, context_id, WaitFor::Keys { refetch: false }),
         Action::RefetchKeys => wait(shared, state, context_id, WaitFor::Keys { refetch: true }),
-        Action::Exchange { call, tx, clears } => dispatch(
-            shared,
-            state,
-            context_id,
-            &call,
-            Purpose::Exchange { tx, clears },
-            &req.request_id,
-        ),
+        Action::Exchange {
+            call,
+            tx,
+            clears,
+            replay,
+        } => {
+            if !record_state(&replay, env.now) {
+                return reply_with(shared, state, &login::replayed(req, &clears));
+            }
+            dispatch(
+                shared,
+                state,
+                context_id,
+                &call,
+                Purpose::Exchange { tx, clears },
+                &req.request_id,
+            )
+        }
         Action::Refresh {
             call,
             session,
@@ -319,6 +342,21 @@ fn carry_out(
             dispatch(shared, state, context_id, &call, purpose, &req.request_id)
         }
     }
+}
+
+/// Records a callback's state in shared data (L2+); false when it was used before, or when the
+/// slot could not be written after a few tries (fail closed: the user starts again).
+fn record_state(claim: &crate::replay::Claim, now: u64) -> bool {
+    for _ in 0..4 {
+        let (value, cas) = host::get_shared(&claim.key);
+        let Some(updated) = claim.record(value.as_deref().unwrap_or_default(), now) else {
+            return false;
+        };
+        if host::set_shared(&claim.key, &updated, cas) {
+            return true;
+        }
+    }
+    false
 }
 
 fn dispatch(

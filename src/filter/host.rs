@@ -96,8 +96,21 @@ pub fn set_shared(key: &str, value: &[u8], cas: Option<u32>) -> bool {
     hostcalls::set_shared_data(key, Some(value), cas).is_ok()
 }
 
-pub fn set_request_header_bytes(name: &str, value: &[u8]) {
-    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value));
+/// Sets (or, with `None`, removes) a request header from bytes.
+pub fn set_request_header_bytes(name: &str, value: Option<&[u8]>) {
+    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value);
+}
+
+/// Whether the downstream connection is TLS (Envoy's `connection.tls_version` attribute).
+pub fn connection_is_tls() -> bool {
+    hostcalls::get_property(vec!["connection", "tls_version"])
+        .ok()
+        .flatten()
+        .is_some_and(|v| !v.is_empty())
+}
+
+pub fn set_response_header(name: &str, value: &str) {
+    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
 }
 
 pub fn add_response_header(name: &str, value: &str) {

@@ -10,6 +10,8 @@ use super::flow::{self, Outcome, Snapshot, State, StateRef};
 use super::host::{self, OsRandom};
 use super::keys::SharedRef;
 use crate::login;
+use crate::session;
+use crate::validate;
 use crate::web;
 
 pub struct Request {
@@ -45,8 +47,11 @@ impl Headers {
             .map(str::to_string)
     }
 
-    fn has(&self, name: &str) -> bool {
-        self.0.iter().any(|(n, _)| n == name)
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// The `Cookie` header; HTTP/2 may send several, which count as one list.
@@ -61,29 +66,25 @@ impl Headers {
     }
 }
 
-fn login_request(h: &Headers, path: String) -> login::Request {
-    let scheme = h
-        .text("x-forwarded-proto")
-        .and_then(|v| v.split(',').next().map(|s| s.trim().to_string()))
-        .filter(|s| !s.is_empty())
-        .or_else(|| h.text(":scheme"))
-        .unwrap_or_else(|| "http".into());
-    let request_id = h
-        .text("x-request-id")
-        .filter(|v| v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
-        .unwrap_or_else(|| "-".into());
+fn login_request(h: &Headers, path: String, trust_forwarded_proto: bool) -> login::Request {
+    let text = |name: &str| h.bytes(name).and_then(|v| std::str::from_utf8(v).ok());
     login::Request {
         method: h.text(":method").unwrap_or_default(),
         path,
-        scheme,
+        scheme: web::request_scheme(
+            text(":scheme"),
+            text("x-forwarded-proto"),
+            trust_forwarded_proto,
+            host::connection_is_tls,
+        ),
         host: h.text(":authority").unwrap_or_default(),
         accept: h.text("accept"),
         sec_fetch_mode: h.text("sec-fetch-mode"),
         sec_fetch_dest: h.text("sec-fetch-dest"),
         requested_with: h.text("x-requested-with"),
         cookies: h.cookies().unwrap_or_default(),
-        authorization: h.bytes("authorization").map(<[u8]>::to_vec),
-        request_id,
+        authorizations: h.all("authorization").map(<[u8]>::to_vec).collect(),
+        request_id: web::request_id(text("x-request-id")),
     }
 }
 
@@ -114,34 +115,56 @@ impl Context for Request {
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        let config = self.shared.borrow().config.clone();
+        let (config, names) = {
+            let s = self.shared.borrow();
+            (s.config.clone(), s.names.clone())
+        };
         let headers = Headers(host::request_headers());
-        // B3: a client can never set a claim header itself, skip paths included.
-        for (_, header) in &config.claims_to_headers {
-            if headers.has(header) {
-                host::set_request_header(header, None);
+        // B3: a client can never set a claim header itself, in any spelling, skip paths included.
+        for (name, _) in &headers.0 {
+            if validate::is_claim_header(&config, name) {
+                host::set_request_header(name, None);
             }
         }
         let path = String::from_utf8_lossy(headers.bytes(":path").unwrap_or_default()).into_owned();
+        let cookie = headers.cookies();
         if config.is_skipped(web::path_only(&path)) {
+            // B6: nothing was verified, so none of the filter's cookies goes on.
+            if let Some(cookie) = &cookie {
+                let kept = session::forwarded_cookies(cookie, &names, None);
+                if kept.as_deref() != Some(cookie.as_slice()) {
+                    host::set_request_header_bytes("cookie", kept.as_deref());
+                }
+            }
             return Action::Continue;
         }
         let state = if config.login().is_some() {
             State {
-                login: Some(login_request(&headers, path)),
+                login: Some(login_request(&headers, path, config.trust_forwarded_proto)),
                 ..State::default()
             }
         } else {
-            let cookie = headers.cookies();
-            let token = web::request_token(
-                headers.bytes("authorization"),
-                cookie.as_deref(),
-                &config.cookie.name,
-            )
-            .map(|(t, _)| Rc::from(t));
-            State {
-                token,
-                ..State::default()
+            let auths: Vec<&[u8]> = headers.all("authorization").collect();
+            let cookie = cookie.unwrap_or_default();
+            match session::credential(&auths, &cookie, &names) {
+                session::Credential::None => State::default(),
+                session::Credential::Conflict => State {
+                    conflict: true,
+                    ..State::default()
+                },
+                session::Credential::One { token, from_cookie } => {
+                    // B6: the service gets the checked token and no other copy of the cookie.
+                    let kept =
+                        session::forwarded_cookies(&cookie, &names, from_cookie.then_some(&token));
+                    let cookie_rewrite = (!cookie.is_empty()
+                        && kept.as_deref() != Some(cookie.as_slice()))
+                    .then_some(kept);
+                    State {
+                        token: Some(Rc::from(token.as_ref())),
+                        cookie_rewrite,
+                        ..State::default()
+                    }
+                }
             }
         };
         *self.state.borrow_mut() = state;
@@ -159,6 +182,10 @@ impl HttpContext for Request {
         let cookies = std::mem::take(&mut self.state.borrow_mut().response_cookies);
         for c in &cookies {
             host::add_response_header("set-cookie", c);
+        }
+        if !cookies.is_empty() {
+            // L1+: a response that sets the session must never be stored by a shared cache.
+            host::set_response_header("cache-control", "no-store");
         }
         if host::response_status() != 401 {
             return Action::Continue;

@@ -22,6 +22,8 @@ pub struct Shared {
     pub config: Rc<Config>,
     /// Login mode: the cookie sealer and the cookie names.
     pub login: Option<(Rc<Sealer>, Rc<Names>)>,
+    /// The filter's cookie names (both modes: B6 drops unchecked copies everywhere).
+    pub names: Rc<Names>,
     pub store: KeyStore,
     pub waiters: Vec<Waiter>,
     /// Dispatched token calls, by token: whose they are and what they are for.
@@ -43,13 +45,15 @@ impl Shared {
     pub fn new(config: Rc<Config>) -> SharedRef {
         let data_key = KeyStore::data_key(&config.cluster, config.jwks.url.as_str());
         let lease_key = KeyStore::lease_key(&config.cluster, config.jwks.url.as_str());
+        let names = Rc::new(Names::new(&config.cookie.name));
         let login = config.login().and_then(|l| {
-            let sealer = Sealer::new(&l.session_key)?;
-            Some((Rc::new(sealer), Rc::new(Names::new(&config.cookie.name))))
+            let sealer = Sealer::new(&l.session_keys)?;
+            Some((Rc::new(sealer), names.clone()))
         });
         Rc::new(RefCell::new(Shared {
             config,
             login,
+            names,
             store: KeyStore::default(),
             waiters: Vec::new(),
             calls: HashMap::new(),

@@ -216,7 +216,7 @@ describe('login mode', { skip }, () => {
     });
     echo = await h.startEcho();
     await Promise.all([
-      envoyFor('main', provider),
+      envoyFor('main', provider, { trust_forwarded_proto: true }),
       envoyFor('logout', provider, { on_upstream_401: 'logout' }),
       envoyFor('pass', provider, { on_upstream_401: 'pass' }),
       envoyFor('post', provider, { client_id: 'productpage-post', client_auth_method: 'client_secret_post' }),
@@ -342,7 +342,7 @@ describe('login mode', { skip }, () => {
     }
   });
 
-  h.test('L1: x-forwarded-proto https makes an https redirect_uri and Secure cookies', async () => {
+  h.test('L1: with trust_forwarded_proto, x-forwarded-proto https makes an https redirect_uri and Secure cookies', async () => {
     const res = await request(url('main', uniquePath('/xfp')), { headers: { ...PAGE_HEADERS, 'x-forwarded-proto': 'https' } });
     const loc = assertLoginRedirect(res, provider, 'x-forwarded-proto https');
     assert.equal(loc.searchParams.get('redirect_uri'), `https://127.0.0.1:${ports.main}/callback`);

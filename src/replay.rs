@@ -1,0 +1,118 @@
+//! A login's `state` is used at most once per Envoy process (L2+): a transaction cookie and a
+//! code replayed to the callback get no second token call. Used states live in shared data, so
+//! every worker VM of the process sees them, in a fixed number of slots of a few entries each,
+//! so that they cannot grow without bound; an entry is forgotten when its transaction would have
+//! expired anyway.
+
+/// Shared-data slots; a state's digest picks one.
+pub const SLOTS: usize = 1024;
+/// Entries kept per slot: when a slot is full, the entry closest to expiry goes first.
+pub const PER_SLOT: usize = 16;
+
+const DIGEST_LEN: usize = 16;
+const ENTRY_LEN: usize = DIGEST_LEN + 8;
+
+/// What the callback asks the host to record before it exchanges the code.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The shared-data key of the slot.
+    pub key: String,
+    digest: [u8; DIGEST_LEN],
+    /// Unix seconds after which the entry may be forgotten.
+    until: u64,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Claim({}, until {})", self.key, self.until)
+    }
+}
+
+impl Claim {
+    pub fn new(state: &str, until: u64) -> Claim {
+        let hash = hmac_sha256::Hash::hash(state.as_bytes());
+        let mut digest = [0u8; DIGEST_LEN];
+        for (d, h) in digest.iter_mut().zip(hash.iter()) {
+            *d = *h;
+        }
+        let index = usize::from(u16::from_be_bytes([digest[0], digest[1]])) % SLOTS;
+        Claim {
+            key: format!("mesh-oidc/state/{index}"),
+            digest,
+            until,
+        }
+    }
+
+    /// The slot's new content with this state recorded, or `None` when the state was used
+    /// before (a replay). `slot` is the slot's current content (empty when it was never set).
+    pub fn record(&self, slot: &[u8], now: u64) -> Option<Vec<u8>> {
+        let mut live: Vec<([u8; DIGEST_LEN], u64)> = slot
+            .chunks_exact(ENTRY_LEN)
+            .filter_map(|entry| {
+                let (digest, until) = entry.split_first_chunk::<DIGEST_LEN>()?;
+                let until = u64::from_be_bytes(*until.first_chunk::<8>()?);
+                Some((*digest, until))
+            })
+            .filter(|(_, until)| *until > now)
+            .collect();
+        if live.iter().any(|(d, _)| *d == self.digest) {
+            return None;
+        }
+        live.push((self.digest, self.until));
+        if live.len() > PER_SLOT {
+            live.sort_by_key(|(_, until)| std::cmp::Reverse(*until));
+            live.truncate(PER_SLOT);
+        }
+        let mut out = Vec::with_capacity(live.len() * ENTRY_LEN);
+        for (digest, until) in live {
+            out.extend_from_slice(&digest);
+            out.extend_from_slice(&until.to_be_bytes());
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_is_recorded_once() {
+        let a = Claim::new("state-a", 1600);
+        let slot = a.record(b"", 1000).unwrap();
+        assert_eq!(a.record(&slot, 1001), None, "replayed");
+        // Another state in the same slot is fine, and the first is still remembered.
+        let mut b = Claim::new("state-b", 1600);
+        b.key = a.key.clone();
+        let slot = b.record(&slot, 1002).unwrap();
+        assert_eq!(a.record(&slot, 1003), None);
+        assert_eq!(b.record(&slot, 1003), None);
+        // Once its transaction has expired, a state is forgotten (its cookie cannot open).
+        assert!(a.record(&slot, 1600).is_some());
+    }
+
+    #[test]
+    fn slots_are_bounded_and_keep_the_longest_lived() {
+        let mut slot = Vec::new();
+        for i in 0..(PER_SLOT as u64 * 3) {
+            slot = Claim::new(&format!("s{i}"), 2000 + i)
+                .record(&slot, 1000)
+                .unwrap();
+        }
+        assert_eq!(slot.len(), PER_SLOT * ENTRY_LEN);
+        let newest = PER_SLOT as u64 * 3 - 1;
+        assert_eq!(
+            Claim::new(&format!("s{newest}"), 9999).record(&slot, 1000),
+            None
+        );
+        // Garbage in the slot is ignored, never a panic.
+        assert!(Claim::new("x", 2000).record(&[1, 2, 3], 1000).is_some());
+    }
+
+    #[test]
+    fn claims_never_print_their_digest() {
+        let c = Claim::new("secret-state", 1);
+        assert!(!format!("{c:?}").contains("secret"));
+        assert!(c.key.starts_with("mesh-oidc/state/"));
+    }
+}
