@@ -414,7 +414,7 @@ def mesh_config(mode, helper_port):
         cfg["oidc"]["end_session_endpoint"] = f"{ISSUER}/protocol/openid-connect/logout"
         cfg["client_id"] = "productpage"
         cfg["client_secret"] = "bench-client-secret"
-        cfg["session_secret"] = "YmVuY2gtc2Vzc2lvbi1zZWNyZXQtb2YtMzItYnl0ZXMhIQ=="
+        cfg["session_secret"] = base64.b64encode(os.urandom(32)).decode()
     return cfg
 
 

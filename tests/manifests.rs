@@ -76,7 +76,26 @@ fn yaml_files(dir: &str) -> Vec<String> {
     rels
 }
 
+/// The session secret placeholder every shipped manifest carries: the filter must refuse it, so
+/// that nothing runs with a secret anyone can read here.
+const SECRET_PLACEHOLDER: &str = "PLACEHOLDER+replace+with+openssl+rand+base64+32+CHANGEME";
+/// What an operator puts in its place (`openssl rand -base64 32`).
+const REAL_SECRET: &str = "3q2+7wGm0sX9yVb1nLk4TzH8cJpR6uFeDaQiWoYtN5M=";
+
+/// Parses a shipped configuration as the operator will run it: a `session_secret` placeholder is
+/// first shown to be refused, then replaced by a real secret.
 fn parse_config(origin: &str, config: &Json) -> Config {
+    let mut config = config.clone();
+    if config["session_secret"] == Json::from(SECRET_PLACEHOLDER) {
+        let refused = Config::parse(config.to_string().as_bytes())
+            .err()
+            .unwrap_or_else(|| panic!("{origin}: the placeholder session_secret was accepted"));
+        assert!(
+            refused.to_string().starts_with("session_secret: "),
+            "{origin}: {refused}"
+        );
+        config["session_secret"] = Json::from(REAL_SECRET);
+    }
     Config::parse(config.to_string().as_bytes())
         .unwrap_or_else(|e| panic!("{origin}: the filter refuses this configuration: {e}"))
 }
@@ -694,6 +713,12 @@ fn compose_envoy_config_passes_envoy_validate() {
     {
         text = text.replace(&container_path, &wasm.display().to_string());
     }
+    // As compose.yaml's command does before Envoy starts.
+    assert!(
+        read(COMPOSE).contains(SECRET_PLACEHOLDER),
+        "compose.yaml must replace the session_secret placeholder"
+    );
+    text = text.replace(SECRET_PLACEHOLDER, REAL_SECRET);
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("manifests");
     std::fs::create_dir_all(&dir).unwrap();
     let local = dir.join("compose-envoy.yaml");
