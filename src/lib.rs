@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod flight;
+pub mod inbound;
 pub mod jwks;
 pub mod keystore;
 pub mod login;

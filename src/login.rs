@@ -312,7 +312,9 @@ pub fn decide(env: &Env, req: &Request, rng: &mut dyn Random, refetch_allowed: b
     match env.credential(req) {
         Credential::Conflict => return Action::Reply(conflicting_tokens(env, req, rng)),
         Credential::None => {}
-        Credential::One { token, from_cookie } => {
+        Credential::One {
+            token, from_cookie, ..
+        } => {
             let Some(keys) = env.keys else {
                 return Action::WaitForKeys;
             };
@@ -349,8 +351,7 @@ fn conflicting_tokens(env: &Env, req: &Request, rng: &mut dyn Random) -> Reply {
         return start_login(env, req, rng, env.clear_all(req))
             .counting(Event::TokenRejected("conflict"));
     }
-    web::unauthorized(Some("more than one access token in the request"))
-        .counting(Event::TokenRejected("conflict"))
+    crate::inbound::conflict_reply()
 }
 
 fn refresh(env: &Env, session: Session) -> Action {

@@ -279,6 +279,9 @@ pub enum Credential<'a> {
         /// Whether the request carried the access-token cookie (the service then gets the
         /// verified token back as that cookie).
         from_cookie: bool,
+        /// Whether the `Authorization` header holds more than the one bearer token (Envoy
+        /// joins repeated headers with `,`): it must be set to that token before going on.
+        merged_authorization: bool,
     },
     Conflict,
 }
@@ -290,12 +293,21 @@ pub fn credential<'a>(
     cookie_header: &'a [u8],
     names: &Names,
 ) -> Credential<'a> {
-    let mut bearer = None;
+    let mut bearer: Option<&[u8]> = None;
+    let mut merged_authorization = false;
     if let Some((first, rest)) = authorizations.split_first() {
         if rest.iter().any(|other| other != first) {
             return Credential::Conflict;
         }
-        bearer = web::bearer(first);
+        // A bearer token never holds a comma: one in the header joins repeated headers.
+        for part in first.split(|b| *b == b',') {
+            merged_authorization |= part.len() < first.len();
+            match (web::bearer(part), bearer) {
+                (Some(t), None) => bearer = Some(t),
+                (Some(t), Some(seen)) if t != seen => return Credential::Conflict,
+                _ => {}
+            }
+        }
     }
     let mut chunks: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
     for (name, value) in web::cookies(cookie_header) {
@@ -329,10 +341,12 @@ pub fn credential<'a>(
         (Some(b), c) => Credential::One {
             token: std::borrow::Cow::Borrowed(b),
             from_cookie: c.is_some(),
+            merged_authorization,
         },
         (None, Some(c)) => Credential::One {
             token: c,
             from_cookie: true,
+            merged_authorization: false,
         },
         (None, None) => Credential::None,
     }
@@ -503,7 +517,21 @@ mod tests {
         let one = |t: &str, from_cookie: bool| Credential::One {
             token: std::borrow::Cow::Owned(t.as_bytes().to_vec()),
             from_cookie,
+            merged_authorization: false,
         };
+        // Envoy joins repeated headers with a comma.
+        assert_eq!(
+            credential(&[b"Bearer t,Bearer t"], b"", &n),
+            Credential::One {
+                token: std::borrow::Cow::Borrowed(&b"t"[..]),
+                from_cookie: false,
+                merged_authorization: true,
+            }
+        );
+        assert_eq!(
+            credential(&[b"Bearer a, Bearer b"], b"", &n),
+            Credential::Conflict
+        );
         assert_eq!(credential(&[], b"", &n), Credential::None);
         assert_eq!(credential(&[b"Basic eA=="], b"a=1", &n), Credential::None);
         assert_eq!(credential(&[b"Bearer h"], b"", &n), one("h", false));

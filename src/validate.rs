@@ -71,12 +71,7 @@ pub fn decide(
                 web::unauthorized(None).counting(Event::TokenRejected("missing")),
             )
         }
-        Presented::Conflict => {
-            return Decision::Reply(
-                web::unauthorized(Some("more than one access token in the request"))
-                    .counting(Event::TokenRejected("conflict")),
-            )
-        }
+        Presented::Conflict => return Decision::Reply(crate::inbound::conflict_reply()),
     };
     let Ok(token) = std::str::from_utf8(raw) else {
         return reject(TokenError::Malformed);

@@ -86,7 +86,7 @@ const REAL_SECRET: &str = "3q2+7wGm0sX9yVb1nLk4TzH8cJpR6uFeDaQiWoYtN5M=";
 /// first shown to be refused, then replaced by a real secret.
 fn parse_config(origin: &str, config: &Json) -> Config {
     let mut config = config.clone();
-    if config["session_secret"] == Json::from(SECRET_PLACEHOLDER) {
+    if config["session_secret"] == SECRET_PLACEHOLDER {
         let refused = Config::parse(config.to_string().as_bytes())
             .err()
             .unwrap_or_else(|| panic!("{origin}: the placeholder session_secret was accepted"));

@@ -25,9 +25,8 @@ pub struct State {
     pub token: Option<Rc<[u8]>>,
     /// Validate mode: the request carried two different access tokens (B6).
     pub conflict: bool,
-    /// Validate mode: the `Cookie` header to forward when it must change (B6; `None` inside:
-    /// remove it).
-    pub cookie_rewrite: Option<Option<Vec<u8>>>,
+    /// Validate mode: headers to set (or remove) when the request goes on (B6).
+    pub rewrites: Vec<(&'static str, Option<Vec<u8>>)>,
     /// Login mode: the request.
     pub login: Option<login::Request>,
     /// `Set-Cookie` values for the service's response (after a refresh).
@@ -217,8 +216,9 @@ pub fn run(
                 for (name, value) in &headers {
                     host::set_request_header(name, Some(value));
                 }
-                if let Some(cookie) = state.borrow_mut().cookie_rewrite.take() {
-                    host::set_request_header_bytes("cookie", cookie.as_deref());
+                let rewrites = std::mem::take(&mut state.borrow_mut().rewrites);
+                for (name, value) in &rewrites {
+                    host::set_request_header_bytes(name, value.as_deref());
                 }
                 Outcome::Continue
             }

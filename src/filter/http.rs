@@ -9,8 +9,8 @@ use proxy_wasm::types::Action;
 use super::flow::{self, Outcome, Snapshot, State, StateRef};
 use super::host::{self, OsRandom};
 use super::keys::SharedRef;
+use crate::inbound;
 use crate::login;
-use crate::session;
 use crate::validate;
 use crate::web;
 
@@ -128,44 +128,35 @@ impl HttpContext for Request {
         }
         let path = String::from_utf8_lossy(headers.bytes(":path").unwrap_or_default()).into_owned();
         let cookie = headers.cookies();
-        if config.is_skipped(web::path_only(&path)) {
-            // B6: nothing was verified, so none of the filter's cookies goes on.
-            if let Some(cookie) = &cookie {
-                let kept = session::forwarded_cookies(cookie, &names, None);
-                if kept.as_deref() != Some(cookie.as_slice()) {
-                    host::set_request_header_bytes("cookie", kept.as_deref());
-                }
+        let skipped = config.is_skipped(web::path_only(&path));
+        let login = config.login().is_some();
+        // B6, read in the core: validate mode and skip paths here, login mode in its decisions.
+        let inbound = (!login || skipped).then(|| {
+            let auths: Vec<&[u8]> = headers.all("authorization").collect();
+            inbound::read(&auths, cookie.as_deref(), &names, skipped)
+        });
+        if skipped {
+            let inbound = inbound.unwrap_or_default();
+            if inbound.conflict {
+                host::send_reply(&inbound::conflict_reply());
+                return Action::Pause;
+            }
+            for (name, value) in &inbound.rewrites {
+                host::set_request_header_bytes(name, value.as_deref());
             }
             return Action::Continue;
         }
-        let state = if config.login().is_some() {
-            State {
+        let state = match inbound {
+            None => State {
                 login: Some(login_request(&headers, path, config.trust_forwarded_proto)),
                 ..State::default()
-            }
-        } else {
-            let auths: Vec<&[u8]> = headers.all("authorization").collect();
-            let cookie = cookie.unwrap_or_default();
-            match session::credential(&auths, &cookie, &names) {
-                session::Credential::None => State::default(),
-                session::Credential::Conflict => State {
-                    conflict: true,
-                    ..State::default()
-                },
-                session::Credential::One { token, from_cookie } => {
-                    // B6: the service gets the checked token and no other copy of the cookie.
-                    let kept =
-                        session::forwarded_cookies(&cookie, &names, from_cookie.then_some(&token));
-                    let cookie_rewrite = (!cookie.is_empty()
-                        && kept.as_deref() != Some(cookie.as_slice()))
-                    .then_some(kept);
-                    State {
-                        token: Some(Rc::from(token.as_ref())),
-                        cookie_rewrite,
-                        ..State::default()
-                    }
-                }
-            }
+            },
+            Some(inbound) => State {
+                token: inbound.token.map(Rc::from),
+                conflict: inbound.conflict,
+                rewrites: inbound.rewrites,
+                ..State::default()
+            },
         };
         *self.state.borrow_mut() = state;
         match flow::run(&self.shared, &self.state, self.context_id, true, false) {

@@ -564,8 +564,10 @@ describe('security hardening (issue 8)', { skip }, () => {
       await quiet();
       const a = await attempt(L(`${CACHE_PUBLIC_PREFIX}${uniquePath('/refresh')}`), { ...headers, cookie: `access_token_session=${session}` });
       reachedOnce(a, `${what}: the session alone (refresh)`);
+      // The second request carries the same (already spent) refresh token: the filter reuses the
+      // first refresh's answer (L5 single flight) instead of calling the provider again.
       const grants = (await provider.waitForRequests('/token')).map((r) => r.grant);
-      assert.deepEqual(grants, ['refresh_token'], `${what}: the filter refreshed`);
+      assert.ok(grants.every((g) => g === 'refresh_token') && grants.length <= 1, `${what}: the filter refreshed: ${grants}`);
       assert.ok(sessionSets(a.res).length >= 1, `${what}: the refresh set new cookies`);
       const cc = String(a.res.headers['cache-control'] ?? '');
       assert.match(cc, /no-store|private/i, `${what}: Cache-Control "${cc}" on a response that sets the session cookies`);
