@@ -61,7 +61,9 @@ fn every_listed_key_is_accepted_by_the_parser() {
         "clock_skew_seconds": 10,
         "timeout_ms": 1000,
         "jwks_refresh_seconds": 60,
-        "on_upstream_401": "pass"
+        "on_upstream_401": "pass",
+        "public_origins": ["https://bookinfo.example.com"],
+        "trust_forwarded_proto": true
     });
     // client_secrets replaces keycloak, so it is checked in a second configuration.
     let migrated = serde_json::json!({
