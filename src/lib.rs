@@ -18,6 +18,7 @@ pub mod jwks;
 pub mod keystore;
 pub mod login;
 pub mod metrics;
+pub mod paths;
 pub mod rsa;
 pub mod session;
 pub mod token;
