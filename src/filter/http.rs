@@ -123,7 +123,7 @@ impl HttpContext for Request {
             }
         }
         let path = String::from_utf8_lossy(headers.bytes(":path").unwrap_or_default()).into_owned();
-        if config.is_skipped(web::path_only(&path)) {
+        if config.is_skipped(&path) {
             return Action::Continue;
         }
         let state = if config.login().is_some() {
