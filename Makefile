@@ -42,7 +42,8 @@ build: .stamp-wasm-target
 	else echo "note: wasm-opt not found (apt-get install binaryen): the module is not size-optimised"; fi
 	@ls -l $(WASM) | awk '{print "built " $$9 " (" $$5 " bytes)"}'
 
-# tests/manifests.rs also runs `envoy --mode validate` on deploy/compose with the built module.
+# tests/manifests.rs also runs `envoy --mode validate` on deploy/compose and envoy/ with the built
+# module.
 unit: $(ENVOY) build
 	MESH_OIDC_REQUIRE_ENVOY=1 cargo test
 

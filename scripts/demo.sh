@@ -264,7 +264,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # The Envoy config: the template with the module's absolute path (and the ports, when changed),
-# and a fresh session secret (the filter refuses the template's placeholder).
+# and a fresh session secret (the template's is public).
 SESSION_SECRET=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
 {
   printf '# Rendered by scripts/demo.sh from envoy/demo.yaml: do not edit.\n'
@@ -279,7 +279,7 @@ SESSION_SECRET=$(python3 -c 'import base64, os; print(base64.b64encode(os.urando
     -e "s#(port_value: )9002([^0-9])#\\1$REVIEWS_PORT\\2#" \
     -e "s#(port_value: )8180([^0-9])#\\1$PROVIDER_PORT\\2#" \
     -e "s#http://127\\.0\\.0\\.1:8180([^0-9])#http://127.0.0.1:$PROVIDER_PORT\\1#g" \
-    -e "s#\"session_secret\": \"PLACEHOLDER-replaced-by-scripts-demo.sh\"#\"session_secret\": \"$SESSION_SECRET\"#" \
+    -e "s#\"session_secret\": \"[A-Za-z0-9+/=]*\"#\"session_secret\": \"$SESSION_SECRET\"#" \
     "$TEMPLATE"
 } >"$OUT/envoy.yaml"
 for want in "filename: $WASM" "port_value: $PP_SIDECAR " "port_value: $DETAILS_SIDECAR " "port_value: $REVIEWS_SIDECAR " \

@@ -9,6 +9,8 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use url::Url;
 
+use crate::paths::{self, SkipPath};
+
 /// Every key the configuration accepts, as dotted paths. The README's key table is checked
 /// against this list by a test, so the two cannot drift apart.
 pub const KEYS: &[&str] = &[
@@ -243,7 +245,8 @@ impl Endpoint {
     }
 }
 
-/// One entry of `skip_paths`.
+/// One entry of `skip_paths`, in normal form (`paths::normalise` leaves it as it is). `/static/*`
+/// is `Prefix("/static/")`; `/static*` is `Prefix("/static")`, which also matches `/staticfoo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {
     Exact(String),
@@ -251,10 +254,10 @@ pub enum PathMatch {
 }
 
 impl PathMatch {
-    pub fn matches(&self, path: &str) -> bool {
+    pub fn matches(&self, path: &SkipPath<'_>) -> bool {
         match self {
-            PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Exact(p) => path.is(p),
+            PathMatch::Prefix(p) => path.is_under(p),
         }
     }
 }
@@ -315,10 +318,16 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn is_skipped(&self, path_without_query: &str) -> bool {
-        self.skip_paths
-            .iter()
-            .any(|m| m.matches(path_without_query))
+    /// B4+: `request_path` is the request's `:path`, query included; it is matched in its
+    /// normal form, and a path that servers could read in two ways is never skipped.
+    pub fn is_skipped(&self, request_path: &str) -> bool {
+        if self.skip_paths.is_empty() {
+            return false;
+        }
+        match paths::normalise(request_path) {
+            Ok(path) => self.skip_paths.iter().any(|m| m.matches(&path)),
+            Err(_) => false,
+        }
     }
 
     pub fn login(&self) -> Option<&LoginConfig> {
@@ -798,6 +807,25 @@ fn build(root: &mut Obj) -> Result<Config, ConfigError> {
                 "skip_paths",
                 format!("{entry:?}: * is allowed only at the end, and no query or fragment"),
             ));
+        }
+        // Requests are matched in normal form, so an entry in another form would never match.
+        match paths::normalise(body) {
+            Ok(normal) if normal.as_str() == body => {}
+            Ok(normal) => {
+                return Err(ConfigError::new(
+                    "skip_paths",
+                    format!(
+                        "{entry:?}: write it in normal form, as {:?}",
+                        normal.as_str()
+                    ),
+                ))
+            }
+            Err(why) => {
+                return Err(ConfigError::new(
+                    "skip_paths",
+                    format!("{entry:?} would never match: it has {why}"),
+                ))
+            }
         }
         skip_paths.push(m);
     }
@@ -1406,6 +1434,38 @@ mod tests {
             (
                 {
                     let mut v = validate_base();
+                    v["skip_paths"] = json!(["/static/./app/*"]);
+                    v
+                },
+                "skip_paths: \"/static/./app/*\": write it in normal form, as \"/static/app/\"",
+            ),
+            (
+                {
+                    let mut v = validate_base();
+                    v["skip_paths"] = json!(["/%7Euser"]);
+                    v
+                },
+                "skip_paths: \"/%7Euser\": write it in normal form, as \"/~user\"",
+            ),
+            (
+                {
+                    let mut v = validate_base();
+                    v["skip_paths"] = json!(["/static;v=1/*"]);
+                    v
+                },
+                "skip_paths: \"/static;v=1/*\" would never match: it has a ; parameter",
+            ),
+            (
+                {
+                    let mut v = validate_base();
+                    v["skip_paths"] = json!(["//cdn/*"]);
+                    v
+                },
+                "skip_paths: \"//cdn/*\" would never match: it has a leading //",
+            ),
+            (
+                {
+                    let mut v = validate_base();
                     v["claims_to_headers"] = json!({"sub": "bad header"});
                     v
                 },
@@ -1681,9 +1741,22 @@ mod tests {
         v["oidc"] = Value::Null;
         let c = parse(&v).unwrap();
         assert!(c.is_skipped("/healthz"));
+        assert!(c.is_skipped("/healthz?probe=1"));
         assert!(!c.is_skipped("/healthz/x"));
         assert!(c.is_skipped("/public/a/b"));
+        assert!(c.is_skipped("/public//a/./b?x=/private"));
         assert!(!c.is_skipped("/publicity"));
+        // B4+: the request's path is matched in normal form; ambiguous ones are never skipped.
+        for path in [
+            "/public/..%2Fprivate",
+            "/public/../private",
+            "/public/..;/private",
+            "/public/%2e%2e/private",
+            "/private?x=/public/",
+            "/healthz#x",
+        ] {
+            assert!(!c.is_skipped(path), "{path}");
+        }
         assert_eq!(
             c.claims_to_headers,
             vec![("preferred_username".to_string(), "x-user".to_string())]

@@ -19,6 +19,7 @@ pub mod jwks;
 pub mod keystore;
 pub mod login;
 pub mod metrics;
+pub mod paths;
 pub mod replay;
 pub mod rsa;
 pub mod session;

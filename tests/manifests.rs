@@ -18,6 +18,7 @@ use serde_json::Value as Json;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const WASM_FILTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const COMPOSE_ENVOY: &str = "deploy/compose/envoy.yaml";
 const COMPOSE: &str = "deploy/compose/compose.yaml";
 const REALM: &str = "istio/keycloak/realm-dev.json";
@@ -182,6 +183,38 @@ fn wasm_filter_configs<'a>(v: &'a Json, out: &mut Vec<&'a Json>) {
             .for_each(|child| wasm_filter_configs(child, out)),
         _ => {}
     }
+}
+
+/// Every HttpConnectionManager configuration in a JSON tree.
+fn connection_managers<'a>(v: &'a Json, out: &mut Vec<&'a Json>) {
+    match v {
+        Json::Object(map) => {
+            if map.get("@type").and_then(Json::as_str) == Some(HCM_TYPE) {
+                out.push(v);
+            }
+            map.values()
+                .for_each(|child| connection_managers(child, out));
+        }
+        Json::Array(items) => items
+            .iter()
+            .for_each(|child| connection_managers(child, out)),
+        _ => {}
+    }
+}
+
+/// B4+ and B3+ at the door: the connection manager normalises paths (dot segments, `//`), refuses
+/// %2F and %5C, and refuses header names with `_`, before mesh-oidc sees the request.
+fn assert_path_and_header_hygiene(hcm: &Json, origin: &str) {
+    assert_eq!(hcm["normalize_path"], true, "{origin}: normalize_path");
+    assert_eq!(hcm["merge_slashes"], true, "{origin}: merge_slashes");
+    assert_eq!(
+        hcm["path_with_escaped_slashes_action"], "REJECT_REQUEST",
+        "{origin}: path_with_escaped_slashes_action"
+    );
+    assert_eq!(
+        hcm["common_http_protocol_options"]["headers_with_underscores_action"], "REJECT_REQUEST",
+        "{origin}: common_http_protocol_options.headers_with_underscores_action"
+    );
 }
 
 struct EnvoyFilter {
@@ -516,6 +549,105 @@ fn compose_envoy_filters_are_accepted_by_the_filter() {
 }
 
 #[test]
+fn shipped_envoy_configs_normalise_paths_and_refuse_underscored_headers() {
+    let mut files = yaml_files("envoy");
+    files.push(COMPOSE_ENVOY.to_string());
+    for file in files {
+        let bootstrap = yaml_doc(&file);
+        let mut hcms = Vec::new();
+        connection_managers(&bootstrap, &mut hcms);
+        let mut wasm = Vec::new();
+        wasm_filter_configs(&bootstrap, &mut wasm);
+        assert!(!wasm.is_empty(), "{file}: no mesh-oidc filter");
+        assert!(
+            hcms.len() >= wasm.len(),
+            "{file}: a mesh-oidc filter outside an HttpConnectionManager?"
+        );
+        for (i, hcm) in hcms.iter().enumerate() {
+            let origin = format!("{file} HttpConnectionManager #{i} ({})", hcm["stat_prefix"]);
+            assert_path_and_header_hygiene(hcm, &origin);
+        }
+    }
+}
+
+/// Every proxy that runs a WasmPlugin gets an EnvoyFilter with the same hygiene from the same
+/// directory (so from the same `kubectl apply -k`): the sidecars' inbound listeners in the
+/// plugin's namespace, or the gateway the plugin selects.
+#[test]
+fn istio_proxies_running_the_filter_normalise_paths_and_refuse_underscored_headers() {
+    struct Patch {
+        file: String,
+        namespace: Json,
+        selector: Json,
+        context: String,
+    }
+    let mut patches = Vec::new();
+    for file in yaml_files("istio") {
+        for doc in yaml_docs(&file) {
+            if doc["kind"] != "EnvoyFilter" {
+                continue;
+            }
+            let origin = format!("{file} EnvoyFilter {}", doc["metadata"]["name"]);
+            assert_eq!(
+                doc["apiVersion"], "networking.istio.io/v1alpha3",
+                "{origin}"
+            );
+            for patch in doc["spec"]["configPatches"].as_array().unwrap() {
+                assert_eq!(patch["applyTo"], "NETWORK_FILTER", "{origin}");
+                assert_eq!(
+                    patch["match"]["listener"]["filterChain"]["filter"]["name"],
+                    "envoy.filters.network.http_connection_manager",
+                    "{origin}"
+                );
+                assert_eq!(patch["patch"]["operation"], "MERGE", "{origin}");
+                let hcm = &patch["patch"]["value"]["typed_config"];
+                assert_eq!(hcm["@type"], HCM_TYPE, "{origin}");
+                assert_path_and_header_hygiene(hcm, &origin);
+                patches.push(Patch {
+                    file: file.clone(),
+                    namespace: doc["metadata"]["namespace"].clone(),
+                    selector: doc["spec"]["workloadSelector"]["labels"].clone(),
+                    context: patch["match"]["context"]
+                        .as_str()
+                        .unwrap_or("ANY")
+                        .to_string(),
+                });
+            }
+        }
+    }
+    let dir = |file: &str| Path::new(file).parent().unwrap().to_path_buf();
+    for p in wasm_plugins() {
+        let file = p.origin.split(' ').next().unwrap().to_string();
+        let context = if p.on_gateway() {
+            "GATEWAY"
+        } else {
+            "SIDECAR_INBOUND"
+        };
+        let covered = patches.iter().find(|e| {
+            dir(&e.file) == dir(&file)
+                && e.namespace == p.doc["metadata"]["namespace"]
+                && (e.selector.is_null() || e.selector == p.doc["spec"]["selector"]["matchLabels"])
+                && e.context == context
+        });
+        let Some(e) = covered else {
+            panic!(
+                "{}: no EnvoyFilter next to it normalises paths on its proxies",
+                p.origin
+            );
+        };
+        let kustomization = yaml_doc(&format!("{}/kustomization.yaml", dir(&file).display()));
+        let name = Path::new(&e.file).file_name().unwrap().to_string_lossy();
+        assert!(
+            strings(&kustomization["resources"])
+                .iter()
+                .any(|r| *r == name),
+            "{}/kustomization.yaml must apply {name} with the plugins",
+            dir(&file).display()
+        );
+    }
+}
+
+#[test]
 fn realm_export_agrees_with_the_login_plugins() {
     let realm = realm();
     assert_eq!(realm["enabled"], true);
@@ -677,41 +809,39 @@ fn kustomizations_name_existing_files() {
     }
 }
 
-/// `envoy --mode validate` loads the module and runs its on_configure for each filter. The file
-/// names the module where compose mounts it; validation points that path at the local build.
-/// Needs Envoy (`make setup`, or ENVOY_BIN) and the module (`make build`, or MESH_OIDC_WASM):
-/// without them this test says so and checks nothing more.
-#[test]
-fn compose_envoy_config_passes_envoy_validate() {
+/// Envoy and the module for `envoy --mode validate` (`make setup` and `make build`, or ENVOY_BIN
+/// and MESH_OIDC_WASM), or None after saying what is missing.
+fn envoy_and_module(what: &str) -> Option<(PathBuf, PathBuf)> {
     let envoy = std::env::var_os("ENVOY_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| path(".venv/bin/envoy"));
     let wasm = std::env::var_os("MESH_OIDC_WASM")
         .map(PathBuf::from)
         .unwrap_or_else(|| path("target/wasm32-wasip1/release/mesh_oidc.wasm"));
-    if !envoy.exists() || !wasm.exists() {
-        // `make unit` builds both first and sets this: there, a missing piece is a failure.
-        assert!(
-            std::env::var_os("MESH_OIDC_REQUIRE_ENVOY").is_none(),
-            "need {} and {}",
-            envoy.display(),
-            wasm.display()
-        );
-        eprintln!(
-            "SKIPPED envoy --mode validate of {COMPOSE_ENVOY}: need {} and {}",
-            envoy.display(),
-            wasm.display()
-        );
-        return;
+    if envoy.exists() && wasm.exists() {
+        return Some((envoy, wasm));
     }
-    let (_, filters) = compose_envoy_filters();
-    let mut text = read(COMPOSE_ENVOY);
-    for container_path in filters
-        .iter()
-        .map(|f| f.wasm_file.clone())
-        .collect::<BTreeSet<_>>()
-    {
-        text = text.replace(&container_path, &wasm.display().to_string());
+    // `make unit` builds both first and sets this: there, a missing piece is a failure.
+    assert!(
+        std::env::var_os("MESH_OIDC_REQUIRE_ENVOY").is_none(),
+        "need {} and {}",
+        envoy.display(),
+        wasm.display()
+    );
+    eprintln!(
+        "SKIPPED envoy --mode validate of {what}: need {} and {}",
+        envoy.display(),
+        wasm.display()
+    );
+    None
+}
+
+/// Runs `envoy --mode validate` on `rel` with each of `module_paths` pointed at `wasm`, and
+/// returns Envoy's output. Validation loads the module and runs its on_configure for each filter.
+fn envoy_validate(envoy: &Path, wasm: &Path, rel: &str, module_paths: &BTreeSet<String>) -> String {
+    let mut text = read(rel);
+    for module_path in module_paths {
+        text = text.replace(module_path.as_str(), &wasm.display().to_string());
     }
     // As compose.yaml's command does before Envoy starts.
     assert!(
@@ -721,10 +851,10 @@ fn compose_envoy_config_passes_envoy_validate() {
     text = text.replace(SECRET_PLACEHOLDER, REAL_SECRET);
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("manifests");
     std::fs::create_dir_all(&dir).unwrap();
-    let local = dir.join("compose-envoy.yaml");
+    let local = dir.join(rel.replace('/', "-"));
     std::fs::write(&local, text).unwrap();
 
-    let out = Command::new(&envoy)
+    let out = Command::new(envoy)
         .arg("--mode")
         .arg("validate")
         .arg("-c")
@@ -738,9 +868,22 @@ fn compose_envoy_config_passes_envoy_validate() {
     );
     assert!(
         out.status.success(),
-        "envoy --mode validate -c {} failed:\n{log}",
+        "envoy --mode validate -c {} ({rel}) failed:\n{log}",
         local.display()
     );
+    log
+}
+
+/// The file names the module where compose mounts it; validation points that path at the local
+/// build. Without Envoy or the module this test says so and checks nothing more.
+#[test]
+fn compose_envoy_config_passes_envoy_validate() {
+    let Some((envoy, wasm)) = envoy_and_module(COMPOSE_ENVOY) else {
+        return;
+    };
+    let (_, filters) = compose_envoy_filters();
+    let module_paths = filters.iter().map(|f| f.wasm_file.clone()).collect();
+    let log = envoy_validate(&envoy, &wasm, COMPOSE_ENVOY, &module_paths);
     for f in &filters {
         let mode = if f.filter.is_login() {
             "login"
@@ -749,5 +892,29 @@ fn compose_envoy_config_passes_envoy_validate() {
         };
         let line = format!("{}: mesh-oidc: configured ({mode} mode", f.vm_id);
         assert!(log.contains(&line), "no {line:?} in Envoy's output:\n{log}");
+    }
+}
+
+/// envoy/*.yaml name the module relative to the repository (where `make build` leaves it).
+#[test]
+fn envoy_dir_configs_pass_envoy_validate() {
+    let Some((envoy, wasm)) = envoy_and_module("envoy/*.yaml") else {
+        return;
+    };
+    for file in yaml_files("envoy") {
+        let mut found = Vec::new();
+        let bootstrap = yaml_doc(&file);
+        wasm_filter_configs(&bootstrap, &mut found);
+        let module_paths: BTreeSet<String> = found
+            .iter()
+            .map(|w| str_at(w, "/vm_config/code/local/filename", &file).to_string())
+            .collect();
+        let log = envoy_validate(&envoy, &wasm, &file, &module_paths);
+        let configured = log.matches("mesh-oidc: configured (").count();
+        assert!(
+            configured >= found.len(),
+            "{file}: {} filters, {configured} configured:\n{log}",
+            found.len()
+        );
     }
 }

@@ -128,7 +128,7 @@ impl HttpContext for Request {
         }
         let path = String::from_utf8_lossy(headers.bytes(":path").unwrap_or_default()).into_owned();
         let cookie = headers.cookies();
-        let skipped = config.is_skipped(web::path_only(&path));
+        let skipped = config.is_skipped(&path);
         let login = config.login().is_some();
         // B6, read in the core: validate mode and skip paths here, login mode in its decisions.
         let inbound = (!login || skipped).then(|| {
