@@ -152,7 +152,7 @@ pub fn verify(
     let mut last = TokenError::BadSignature;
     for key in candidates {
         match verify_with(token, header.alg, &key.material, options.clone()) {
-            Ok(claims) => return finish(token, claims, rules),
+            Ok(claims) => return finish(token, claims, rules, now),
             Err(e) => last = e,
         }
     }
@@ -235,7 +235,7 @@ fn verify_rs256_fast(
     }
     if claims
         .expires_at
-        .is_some_and(|t| now < tolerance || now - tolerance > t.as_secs())
+        .is_some_and(|t| !before_expiry(now, t.as_secs(), tolerance))
     {
         return Err(TokenError::Expired);
     }
@@ -300,7 +300,18 @@ fn times_are_sane(token: &str) -> bool {
         })
 }
 
-fn finish(token: &str, claims: Claims, rules: &TokenRules) -> Result<Verified, TokenError> {
+/// B2+: `exp` is exclusive (RFC 7519 §4.1.4), so a token is valid only while
+/// `now < exp + skew`. jwt-simple accepts `now == exp + skew`, hence this check on every path.
+fn before_expiry(now: u64, expires_at: u64, skew: u64) -> bool {
+    now < expires_at.saturating_add(skew)
+}
+
+fn finish(
+    token: &str,
+    claims: Claims,
+    rules: &TokenRules,
+    now: u64,
+) -> Result<Verified, TokenError> {
     if !times_are_sane(token) {
         return Err(TokenError::Malformed);
     }
@@ -308,6 +319,9 @@ fn finish(token: &str, claims: Claims, rules: &TokenRules) -> Result<Verified, T
         .expires_at
         .ok_or(TokenError::MissingExpiry)?
         .as_secs();
+    if !before_expiry(now, expires_at, rules.clock_skew_seconds) {
+        return Err(TokenError::Expired);
+    }
     let audiences: Vec<String> = match &claims.audiences {
         None => Vec::new(),
         Some(Audiences::AsString(s)) => vec![s.clone()],
@@ -437,7 +451,7 @@ impl Cache {
             self.entries.clear();
             self.keys_version = keys_version;
         }
-        let live = |v: &Verified| now <= v.expires_at.saturating_add(rules.clock_skew_seconds);
+        let live = |v: &Verified| before_expiry(now, v.expires_at, rules.clock_skew_seconds);
         if let Some(hit) = self.entries.get(token) {
             if live(hit) {
                 return Ok(hit.clone());
@@ -538,6 +552,53 @@ mod tests {
         assert_eq!(check(&t), Err(TokenError::Expired));
         let t = with(|c| c.expires_at = Some(UnixTimeStamp::from_secs(NOW - 29)));
         assert!(check(&t).is_ok(), "within the 30 s skew");
+    }
+
+    #[test]
+    fn exp_is_exclusive_in_every_path() {
+        // Valid while now < exp + skew: at exactly exp + skew the token is expired.
+        let exp = NOW + 290;
+        let boundary = exp + 30;
+        let t = valid_token();
+        assert!(verify(&t, &keyset(), &rules(), boundary - 1, None).is_ok());
+        assert_eq!(
+            verify(&t, &keyset(), &rules(), boundary, None).map(|_| ()),
+            Err(TokenError::Expired),
+            "RS256 fast path"
+        );
+        // jwt-simple's path (ES256 here) accepts now == exp + tolerance on its own.
+        let es = ec().sign(claims(keycloak_claims())).unwrap();
+        assert!(verify(&es, &keyset(), &rules(), boundary - 1, None).is_ok());
+        assert_eq!(
+            verify(&es, &keyset(), &rules(), boundary, None).map(|_| ()),
+            Err(TokenError::Expired),
+            "jwt-simple path"
+        );
+        // A cache hit: verified a second before, then asked again at the boundary.
+        let mut cache = Cache::default();
+        let keys = keyset();
+        assert!(cache.verify(&t, &keys, 1, &rules(), boundary - 1).is_ok());
+        assert_eq!(
+            cache
+                .verify(&t, &KeySet::default(), 1, &rules(), boundary)
+                .map(|_| ()),
+            Err(TokenError::UnknownKey),
+            "the entry is dead at exp + skew, so the (empty) key set is consulted"
+        );
+        assert!(cache.verify(&t, &keys, 1, &rules(), boundary - 1).is_ok());
+        assert_eq!(
+            cache.verify(&t, &keys, 1, &rules(), boundary).map(|_| ()),
+            Err(TokenError::Expired)
+        );
+        assert!(cache.is_empty());
+        // And with no skew at all: valid at exp - 1, expired at exp.
+        let mut strict = rules();
+        strict.clock_skew_seconds = 0;
+        assert!(verify(&t, &keyset(), &strict, exp - 1, None).is_ok());
+        assert_eq!(
+            verify(&t, &keyset(), &strict, exp, None).map(|_| ()),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
