@@ -85,6 +85,54 @@ impl Verified {
 pub struct Header {
     pub alg: Alg,
     pub kid: Option<String>,
+    /// The media type (`typ`) as written, when the header has one.
+    pub typ: Option<String>,
+}
+
+/// Longest header segment read, as jwt-simple bounds it.
+const MAX_HEADER_B64_LEN: usize = 8192;
+
+/// A JSON object whose top-level names are unique. serde_json keeps the last of two equal names
+/// while other parsers keep the first: a token read one way here and another way elsewhere (the
+/// service behind the filter) is refused instead.
+struct UniqueObject(Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = UniqueObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<UniqueObject, A::Error> {
+                let mut map = Map::new();
+                while let Some(name) = access.next_key::<String>()? {
+                    if map.contains_key(&name) {
+                        return Err(serde::de::Error::custom("duplicate name"));
+                    }
+                    let value: Value = access.next_value()?;
+                    map.insert(name, value);
+                }
+                Ok(UniqueObject(map))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// A base64url segment that holds a JSON object with unique top-level names.
+fn decode_object(segment: &str) -> Option<Map<String, Value>> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .ok()?;
+    serde_json::from_slice::<UniqueObject>(&bytes)
+        .ok()
+        .map(|o| o.0)
 }
 
 pub fn read_header(token: &str) -> Result<Header, TokenError> {
@@ -97,21 +145,44 @@ pub fn read_header(token: &str) -> Result<Header, TokenError> {
     {
         return Err(TokenError::Malformed);
     }
-    let meta = Token::decode_metadata(token).map_err(|_| TokenError::Malformed)?;
-    let alg = Alg::from_name(meta.algorithm()).ok_or(TokenError::AlgorithmNotAllowed)?;
-    // As jwt-simple does: no critical extensions, and a `typ` (if any) that names a JWT.
-    if meta.critical().is_some_and(|c| !c.is_empty()) {
+    let segment = token.split('.').next().unwrap_or_default();
+    if segment.len() > MAX_HEADER_B64_LEN {
         return Err(TokenError::Malformed);
     }
-    if let Some(typ) = meta.signature_type() {
-        let typ = typ.to_ascii_uppercase();
-        if typ != "JWT" && !typ.ends_with("+JWT") {
+    // Read here rather than through jwt-simple's metadata, which drops what it does not know:
+    // the RS256 fast path never asks jwt-simple, and `enc`/`zip` must be seen to be refused.
+    let header = decode_object(segment).ok_or(TokenError::Malformed)?;
+    let text = |name: &str| -> Result<Option<String>, TokenError> {
+        match header.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(TokenError::Malformed),
+        }
+    };
+    let alg = text("alg")?.ok_or(TokenError::Malformed)?;
+    let alg = Alg::from_name(&alg).ok_or(TokenError::AlgorithmNotAllowed)?;
+    // JWE parameters in a signed token (B2+): what it claims to be is not what it is.
+    if header.contains_key("enc") || header.contains_key("zip") {
+        return Err(TokenError::Malformed);
+    }
+    // No critical extensions are understood here (an empty list means none).
+    match header.get("crit") {
+        None => {}
+        Some(Value::Array(list)) if list.is_empty() => {}
+        Some(_) => return Err(TokenError::Malformed),
+    }
+    // As jwt-simple does: a `typ` (if any) that names a JWT.
+    let typ = text("typ")?;
+    if let Some(typ) = &typ {
+        let upper = typ.to_ascii_uppercase();
+        if upper != "JWT" && !upper.ends_with("+JWT") {
             return Err(TokenError::Malformed);
         }
     }
     Ok(Header {
         alg,
-        kid: meta.key_id().map(str::to_string),
+        kid: text("kid")?,
+        typ,
     })
 }
 
@@ -772,6 +843,66 @@ mod tests {
             verify(&valid_token(), &keyset(), &rules(), NOW, Some("n-1")).map(|_| ()),
             Err(TokenError::WrongNonce)
         );
+    }
+
+    /// A token with this header and Keycloak's access-token claims, signed with the EC key
+    /// (`kid` ec-1 added unless the header names one).
+    fn signed_with_header(header: Value) -> String {
+        let mut header = header;
+        if header.get("kid").is_none() {
+            header["kid"] = json!("ec-1");
+        }
+        let payload = serde_json::to_value(claims(keycloak_claims())).unwrap();
+        sign_raw_es256(&header.to_string(), &payload.to_string())
+    }
+
+    #[test]
+    fn a_header_of_our_own_making_verifies() {
+        let t = signed_with_header(json!({"alg": "ES256", "typ": "JWT"}));
+        assert!(check(&t).is_ok());
+        assert_eq!(read_header(&t).unwrap().typ.as_deref(), Some("JWT"));
+    }
+
+    #[test]
+    fn refuses_jwe_parameters_in_a_signed_token() {
+        for extra in [
+            json!({"enc": "A256GCM"}),
+            json!({"zip": "DEF"}),
+            json!({"enc": null}),
+            json!({"crit": ["exp"], "exp": 1}),
+            json!({"crit": "b64"}),
+        ] {
+            let mut header = json!({"alg": "ES256", "typ": "JWT"});
+            for (k, v) in extra.as_object().unwrap() {
+                header[k] = v.clone();
+            }
+            let t = signed_with_header(header);
+            assert_eq!(check(&t).map(|_| ()), Err(TokenError::Malformed), "{extra}");
+        }
+        let t = signed_with_header(json!({"alg": "ES256", "crit": []}));
+        assert!(check(&t).is_ok(), "an empty crit names no extension");
+    }
+
+    #[test]
+    fn refuses_duplicate_names_in_the_header() {
+        // serde_json keeps the last name; a parser that keeps the first sees another token.
+        let payload = serde_json::to_value(claims(keycloak_claims()))
+            .unwrap()
+            .to_string();
+        for header in [
+            r#"{"alg":"none","alg":"ES256","kid":"ec-1"}"#,
+            r#"{"alg":"ES256","kid":"other","kid":"ec-1"}"#,
+            r#"{"alg":"ES256","kid":"ec-1","typ":"logout+jwt","typ":"JWT"}"#,
+        ] {
+            let t = sign_raw_es256(header, &payload);
+            assert_eq!(
+                check(&t).map(|_| ()),
+                Err(TokenError::Malformed),
+                "{header}"
+            );
+        }
+        let t = sign_raw_es256(r#"{"alg":"ES256","kid":"ec-1"}"#, &payload);
+        assert!(check(&t).is_ok());
     }
 
     #[test]
