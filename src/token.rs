@@ -29,6 +29,10 @@ pub enum TokenError {
     WrongAudience,
     WrongAuthorizedParty,
     WrongNonce,
+    /// Verified, but an ID, refresh or logout token where an access token is expected (B2+).
+    NotAnAccessToken,
+    /// Verified, but not an ID token where one is expected (the code exchange).
+    NotAnIdToken,
 }
 
 impl TokenError {
@@ -48,6 +52,8 @@ impl TokenError {
             TokenError::WrongAudience => "wrong audience",
             TokenError::WrongAuthorizedParty => "wrong authorized party",
             TokenError::WrongNonce => "wrong nonce",
+            TokenError::NotAnAccessToken => "not an access token",
+            TokenError::NotAnIdToken => "not an ID token",
         }
     }
 
@@ -63,6 +69,7 @@ impl TokenError {
             TokenError::WrongIssuer => "issuer",
             TokenError::WrongAudience | TokenError::WrongAuthorizedParty => "audience",
             TokenError::WrongNonce => "nonce",
+            TokenError::NotAnAccessToken | TokenError::NotAnIdToken => "token_type",
         }
     }
 }
@@ -186,14 +193,86 @@ pub fn read_header(token: &str) -> Result<Header, TokenError> {
     })
 }
 
+/// What the caller takes the token for. Keycloak signs ID, refresh and logout tokens with the
+/// same keys as access tokens, for the same issuer and often the same audience: only these
+/// markers tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Any,
+    Access,
+    Id,
+}
+
+/// Claims that only ID tokens carry (OpenID Connect Core 3.1.3.6 and 3.3.2.11, FAPI's `s_hash`):
+/// a provider that marks neither kind still gives its ID tokens away by these.
+const ID_TOKEN_CLAIMS: [&str; 3] = ["at_hash", "c_hash", "s_hash"];
+
+/// B2+: a `typ` header of `at+jwt` (RFC 9068), Keycloak's `typ: Bearer` claim, or neither
+/// marker. No `nonce` (ID tokens), no `events` (logout tokens).
+fn is_access_token(header: &Header, payload: &Map<String, Value>) -> bool {
+    let header_says_access = header.typ.as_deref().is_none_or(|typ| {
+        ["JWT", "at+jwt", "application/at+jwt"]
+            .iter()
+            .any(|t| typ.eq_ignore_ascii_case(t))
+    });
+    let claim_says_access = match payload.get("typ") {
+        None => true,
+        Some(Value::String(typ)) => typ.eq_ignore_ascii_case("Bearer"),
+        Some(_) => false,
+    };
+    header_says_access
+        && claim_says_access
+        && !payload.contains_key("nonce")
+        && !payload.contains_key("events")
+        && !ID_TOKEN_CLAIMS.iter().any(|c| payload.contains_key(*c))
+}
+
+/// An ID token: Keycloak's `typ` claim, when present, says `ID`; the header does not name
+/// another kind of JWT (`at+jwt`, `logout+jwt`); no `events` (a logout token).
+fn is_id_token(header: &Header, payload: &Map<String, Value>) -> bool {
+    let header_says_id = header
+        .typ
+        .as_deref()
+        .is_none_or(|typ| typ.eq_ignore_ascii_case("JWT"));
+    let claim_says_id = match payload.get("typ") {
+        None => true,
+        Some(Value::String(typ)) => typ.eq_ignore_ascii_case("ID"),
+        Some(_) => false,
+    };
+    header_says_id && claim_says_id && !payload.contains_key("events")
+}
+
 /// Checks a token against the key set and the rules at time `now` (unix seconds).
-/// `nonce`, when given, must equal the token's `nonce` claim (ID tokens).
+/// `nonce`, when given, must equal the token's `nonce` claim (ID tokens). This says nothing
+/// about what kind of token it is: see [`verify_access`] and [`verify_id_token`].
 pub fn verify(
     token: &str,
     keys: &KeySet,
     rules: &TokenRules,
     now: u64,
     nonce: Option<&str>,
+) -> Result<Verified, TokenError> {
+    verify_as(token, keys, rules, now, nonce, Kind::Any)
+}
+
+/// [`verify`], and the token must be an ID token (the code exchange, a refresh's new ID token).
+pub fn verify_id_token(
+    token: &str,
+    keys: &KeySet,
+    rules: &TokenRules,
+    now: u64,
+    nonce: Option<&str>,
+) -> Result<Verified, TokenError> {
+    verify_as(token, keys, rules, now, nonce, Kind::Id)
+}
+
+fn verify_as(
+    token: &str,
+    keys: &KeySet,
+    rules: &TokenRules,
+    now: u64,
+    nonce: Option<&str>,
+    kind: Kind,
 ) -> Result<Verified, TokenError> {
     let header = read_header(token)?;
     let candidates: Vec<&Jwk> = match &header.kid {
@@ -223,7 +302,7 @@ pub fn verify(
     let mut last = TokenError::BadSignature;
     for key in candidates {
         match verify_with(token, header.alg, &key.material, options.clone()) {
-            Ok(claims) => return finish(token, claims, rules, now),
+            Ok(claims) => return finish(token, &header, claims, rules, now, kind),
             Err(e) => last = e,
         }
     }
@@ -349,17 +428,7 @@ fn classify(err: &jwt_simple::Error) -> TokenError {
 /// jwt-simple reads a negative `exp` such as -1 as a time in 2106 (it casts, then its 32-bit
 /// seconds wrap), so a token could never expire. The raw times must be non-negative numbers
 /// that fit in 32 bits.
-fn times_are_sane(token: &str) -> bool {
-    use base64::Engine as _;
-    let Some(payload) = token.split('.').nth(1) else {
-        return false;
-    };
-    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
-        return false;
-    };
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&bytes) else {
-        return false;
-    };
+fn times_are_sane(map: &Map<String, Value>) -> bool {
     ["exp", "nbf", "iat"]
         .iter()
         .all(|name| match map.get(*name) {
@@ -379,12 +448,26 @@ fn before_expiry(now: u64, expires_at: u64, skew: u64) -> bool {
 
 fn finish(
     token: &str,
+    header: &Header,
     claims: Claims,
     rules: &TokenRules,
     now: u64,
+    kind: Kind,
 ) -> Result<Verified, TokenError> {
-    if !times_are_sane(token) {
+    // The payload as written, every name once: what the typed claims may have left out (a
+    // `nonce` of null, say) still counts.
+    let raw = token
+        .split('.')
+        .nth(1)
+        .and_then(decode_object)
+        .ok_or(TokenError::Malformed)?;
+    if !times_are_sane(&raw) {
         return Err(TokenError::Malformed);
+    }
+    match kind {
+        Kind::Access if !is_access_token(header, &raw) => return Err(TokenError::NotAnAccessToken),
+        Kind::Id if !is_id_token(header, &raw) => return Err(TokenError::NotAnIdToken),
+        _ => {}
     }
     let expires_at = claims
         .expires_at
@@ -494,7 +577,8 @@ pub const CACHE_CAPACITY: usize = 1024;
 /// The per-VM cache and the key-set version it belongs to, as decisions receive them.
 pub type CacheRef<'a> = Option<(&'a std::cell::RefCell<Cache>, u64)>;
 
-/// Checks an access token, through the cache when there is one.
+/// Checks an access token (B2+: an access token and nothing else), through the cache when there
+/// is one.
 pub fn verify_access(
     token: &str,
     keys: &KeySet,
@@ -504,12 +588,12 @@ pub fn verify_access(
 ) -> Result<std::rc::Rc<Verified>, TokenError> {
     match cache {
         Some((cache, version)) => cache.borrow_mut().verify(token, keys, version, rules, now),
-        None => verify(token, keys, rules, now, None).map(std::rc::Rc::new),
+        None => verify_as(token, keys, rules, now, None, Kind::Access).map(std::rc::Rc::new),
     }
 }
 
 impl Cache {
-    /// Verifies `token`, or finds it verified before under the same key set.
+    /// Verifies `token` as an access token, or finds it verified before under the same key set.
     pub fn verify(
         &mut self,
         token: &str,
@@ -529,7 +613,7 @@ impl Cache {
             }
             self.entries.remove(token);
         }
-        let verified = std::rc::Rc::new(verify(token, keys, rules, now, None)?);
+        let verified = std::rc::Rc::new(verify_as(token, keys, rules, now, None, Kind::Access)?);
         if self.entries.len() >= CACHE_CAPACITY {
             self.entries.retain(|_, v| live(v));
             if self.entries.len() >= CACHE_CAPACITY {
@@ -903,6 +987,229 @@ mod tests {
         }
         let t = sign_raw_es256(r#"{"alg":"ES256","kid":"ec-1"}"#, &payload);
         assert!(check(&t).is_ok());
+    }
+
+    /// Checks as an access token: without a cache, and through a fresh one (which must not
+    /// keep a refusal).
+    fn access(token: &str, r: &TokenRules) -> Result<(), TokenError> {
+        let keys = keyset();
+        let plain = verify_access(token, &keys, None, r, NOW).map(|_| ());
+        let cache = std::cell::RefCell::new(Cache::default());
+        let cached = verify_access(token, &keys, Some((&cache, 1)), r, NOW).map(|_| ());
+        assert_eq!(plain, cached, "the cache decides as the plain check does");
+        assert_eq!(cache.borrow().len(), usize::from(plain.is_ok()));
+        plain
+    }
+
+    /// Login mode's rules: the client as `aud` or `azp`, which an ID token satisfies too.
+    fn login_rules() -> TokenRules {
+        let mut r = rules();
+        r.authorized_parties.clear();
+        r.client_id_as_audience = Some("productpage".into());
+        r
+    }
+
+    /// An ID token as Keycloak issues it to productpage.
+    fn keycloak_id_token(edit: impl FnOnce(&mut Map<String, Value>)) -> String {
+        let mut c = claims(keycloak_claims());
+        c.custom.insert("typ".into(), json!("ID"));
+        c.custom.insert("at_hash".into(), json!("x2r4mDq7Nq0l2A"));
+        c.audiences = Some(Audiences::AsString("productpage".into()));
+        c.nonce = Some("n-1".into());
+        edit(&mut c.custom);
+        sign_rsa(c)
+    }
+
+    fn payload_with(edit: impl FnOnce(&mut Map<String, Value>)) -> String {
+        let mut payload = match serde_json::to_value(claims(keycloak_claims())).unwrap() {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        edit(&mut payload);
+        Value::Object(payload).to_string()
+    }
+
+    #[test]
+    fn access_tokens_are_accepted_with_either_marker_or_none() {
+        for r in [rules(), login_rules()] {
+            assert_eq!(access(&valid_token(), &r), Ok(()), "typ: Bearer");
+            let t = with(|c| {
+                c.custom.insert("typ".into(), json!("bearer"));
+            });
+            assert_eq!(access(&t, &r), Ok(()), "any case");
+            let t = with(|c| {
+                c.custom.remove("typ");
+            });
+            assert_eq!(access(&t, &r), Ok(()), "no marker");
+            for typ in ["at+jwt", "AT+JWT", "application/at+jwt", "JWT", "jwt"] {
+                let t = signed_with_header(json!({"alg": "ES256", "typ": typ}));
+                assert_eq!(access(&t, &r), Ok(()), "{typ}");
+            }
+            let t = signed_with_header(json!({"alg": "ES256"}));
+            assert_eq!(access(&t, &r), Ok(()), "no typ header");
+        }
+    }
+
+    #[test]
+    fn an_id_token_is_not_an_access_token() {
+        let id = keycloak_id_token(|_| {});
+        // Everything else holds: the plain check takes it.
+        assert!(verify(&id, &keyset(), &login_rules(), NOW, Some("n-1")).is_ok());
+        for r in [rules(), login_rules()] {
+            assert_eq!(access(&id, &r), Err(TokenError::NotAnAccessToken));
+            // Each marker alone is enough.
+            let t = keycloak_id_token(|c| {
+                c.remove("at_hash");
+            });
+            assert_eq!(access(&t, &r), Err(TokenError::NotAnAccessToken), "typ ID");
+            let t = with(|c| c.nonce = Some("n-1".into()));
+            assert_eq!(access(&t, &r), Err(TokenError::NotAnAccessToken), "nonce");
+            let t = with(|c| {
+                c.custom.remove("typ");
+                c.custom.insert("at_hash".into(), json!("x2r4mDq7Nq0l2A"));
+            });
+            assert_eq!(access(&t, &r), Err(TokenError::NotAnAccessToken), "at_hash");
+            // A nonce the typed claims drop (null) still counts.
+            let t = sign_raw_es256(
+                r#"{"alg":"ES256","kid":"ec-1"}"#,
+                &payload_with(|p| {
+                    p.insert("nonce".into(), Value::Null);
+                }),
+            );
+            assert_eq!(
+                access(&t, &r),
+                Err(TokenError::NotAnAccessToken),
+                "nonce null"
+            );
+        }
+    }
+
+    #[test]
+    fn refresh_offline_and_logout_tokens_are_not_access_tokens() {
+        for typ in [
+            json!("Refresh"),
+            json!("Offline"),
+            json!("Logout"),
+            json!("ID"),
+            json!("id"),
+            json!("Serialized-ID"),
+            json!("DPoP"),
+            json!(""),
+            json!(null),
+            json!(1),
+            json!(["Bearer"]),
+        ] {
+            let t = with(|c| {
+                c.custom.insert("typ".into(), typ.clone());
+            });
+            assert_eq!(
+                access(&t, &rules()),
+                Err(TokenError::NotAnAccessToken),
+                "{typ}"
+            );
+        }
+        // A back-channel logout token: `events`, and no typ claim at all.
+        let t = with(|c| {
+            c.custom.remove("typ");
+            c.custom.insert(
+                "events".into(),
+                json!({"http://schemas.openid.net/event/backchannel-logout": {}}),
+            );
+            c.custom.insert("sid".into(), json!("s-1"));
+        });
+        assert_eq!(access(&t, &rules()), Err(TokenError::NotAnAccessToken));
+        // Header types of other JWTs, even with an access token's claims.
+        for typ in [
+            "logout+jwt",
+            "secevent+jwt",
+            "dpop+jwt",
+            "token-introspection+jwt",
+        ] {
+            let t = signed_with_header(json!({"alg": "ES256", "typ": typ}));
+            assert_eq!(
+                access(&t, &rules()),
+                Err(TokenError::NotAnAccessToken),
+                "{typ}"
+            );
+        }
+        // Both markers present and disagreeing.
+        let t = sign_raw_es256(
+            r#"{"alg":"ES256","kid":"ec-1","typ":"at+jwt"}"#,
+            &payload_with(|p| {
+                p.insert("typ".into(), json!("ID"));
+            }),
+        );
+        assert_eq!(access(&t, &rules()), Err(TokenError::NotAnAccessToken));
+    }
+
+    #[test]
+    fn refuses_duplicate_names_in_the_payload() {
+        // serde_json would read the last typ (Bearer); a parser that keeps the first sees ID.
+        let payload = payload_with(|p| {
+            p.remove("typ");
+        });
+        let payload = format!(r#"{{"typ":"ID",{}"#, payload.trim_start_matches('{'));
+        let payload = format!(r#"{},"typ":"Bearer"}}"#, payload.trim_end_matches('}'));
+        let t = sign_raw_es256(r#"{"alg":"ES256","kid":"ec-1"}"#, &payload);
+        assert_eq!(check(&t).map(|_| ()), Err(TokenError::Malformed));
+        assert_eq!(access(&t, &rules()), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn verify_id_token_wants_an_id_token() {
+        let id_rules = {
+            let mut r = rules();
+            r.authorized_parties.clear();
+            r.audiences = vec!["productpage".into()];
+            r
+        };
+        let id = |t: &str| verify_id_token(t, &keyset(), &id_rules, NOW, Some("n-1")).map(|_| ());
+        assert_eq!(id(&keycloak_id_token(|_| {})), Ok(()));
+        let t = keycloak_id_token(|c| {
+            c.insert("typ".into(), json!("id"));
+        });
+        assert_eq!(id(&t), Ok(()), "any case");
+        let t = keycloak_id_token(|c| {
+            c.remove("typ");
+        });
+        assert_eq!(id(&t), Ok(()), "another provider: no typ claim");
+        // The nonce is still checked.
+        assert_eq!(
+            verify_id_token(
+                &keycloak_id_token(|_| {}),
+                &keyset(),
+                &id_rules,
+                NOW,
+                Some("n-2")
+            )
+            .map(|_| ()),
+            Err(TokenError::WrongNonce)
+        );
+        // Keycloak's other tokens, with everything else right.
+        for typ in ["Bearer", "Refresh", "Offline", "Logout"] {
+            let t = keycloak_id_token(|c| {
+                c.insert("typ".into(), json!(typ));
+            });
+            assert_eq!(id(&t), Err(TokenError::NotAnIdToken), "{typ}");
+        }
+        let t = keycloak_id_token(|c| {
+            c.remove("typ");
+            c.insert("events".into(), json!({}));
+        });
+        assert_eq!(id(&t), Err(TokenError::NotAnIdToken), "logout token");
+        for typ in ["at+jwt", "application/at+jwt", "logout+jwt"] {
+            let header = format!(r#"{{"alg":"ES256","kid":"ec-1","typ":"{typ}"}}"#);
+            let payload = payload_with(|p| {
+                p.remove("typ");
+                p.insert("aud".into(), json!("productpage"));
+                p.insert("nonce".into(), json!("n-1"));
+            });
+            assert_eq!(
+                id(&sign_raw_es256(&header, &payload)),
+                Err(TokenError::NotAnIdToken),
+                "{typ}"
+            );
+        }
     }
 
     #[test]
