@@ -275,6 +275,11 @@ fn verify_as(
     kind: Kind,
 ) -> Result<Verified, TokenError> {
     let header = read_header(token)?;
+    let token = match header.alg {
+        Alg::ES256 => es256_low_s(token)?,
+        _ => std::borrow::Cow::Borrowed(token),
+    };
+    let token = token.as_ref();
     let candidates: Vec<&Jwk> = match &header.kid {
         Some(kid) => {
             let key = keys.by_kid(kid).ok_or(TokenError::UnknownKey)?;
@@ -310,6 +315,68 @@ fn verify_as(
 }
 
 type Claims = JWTClaims<Map<String, Value>>;
+
+/// The order n of P-256's group, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+/// ⌊n/2⌋: an `s` above it is "high".
+const P256_HALF_ORDER: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
+];
+/// An ES256 signature (r ‖ s, 64 bytes) in unpadded base64url.
+const ES256_SIGNATURE_B64_LEN: usize = 86;
+
+/// ES256 signature malleability: when (r, s) verifies, so does (r, n − s), so every ES256 token
+/// has a twin that is a different string. Refusing the high-S twin is not an option: Java's
+/// (Keycloak's), Go's, Node's and RustCrypto's signers do not normalise, so about half of all
+/// genuine tokens have a high S. Instead the token is rewritten to its low-S form before it is
+/// checked, and the cache keys on that form: twins are one token. A signature that is not
+/// exactly 64 bytes is malformed; r or s outside [1, n − 1] cannot verify.
+fn es256_low_s(token: &str) -> Result<std::borrow::Cow<'_, str>, TokenError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    let signature: [u8; 64] = b64
+        .decode(signature)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or(TokenError::Malformed)?;
+    let (r, s) = signature.split_at(32);
+    let in_range = |x: &[u8]| x.iter().any(|b| *b != 0) && x < &P256_ORDER[..];
+    if !in_range(r) || !in_range(s) {
+        return Err(TokenError::BadSignature);
+    }
+    if s <= &P256_HALF_ORDER[..] {
+        return Ok(std::borrow::Cow::Borrowed(token));
+    }
+    // n − s, big-endian with a borrow; s < n, so no borrow is left at the end.
+    let mut low = signature;
+    let mut borrow = 0i16;
+    for (out, (n, s)) in low.iter_mut().skip(32).zip(P256_ORDER.iter().zip(s)).rev() {
+        let d = i16::from(*n) - i16::from(*s) - borrow;
+        borrow = i16::from(d < 0);
+        *out = d.rem_euclid(256) as u8;
+    }
+    Ok(std::borrow::Cow::Owned(format!(
+        "{input}.{}",
+        b64.encode(low)
+    )))
+}
+
+/// The form a token is cached under: an ES256 token's low-S form, anything else as it is. Decided
+/// by the signature's length (no RSA signature of 2048 bits or more is 64 bytes), so that the
+/// warm path reads no header.
+fn cache_key(token: &str) -> std::borrow::Cow<'_, str> {
+    match token.rsplit_once('.') {
+        Some((_, signature)) if signature.len() == ES256_SIGNATURE_B64_LEN => {
+            es256_low_s(token).unwrap_or(std::borrow::Cow::Borrowed(token))
+        }
+        _ => std::borrow::Cow::Borrowed(token),
+    }
+}
 
 fn verify_with(
     token: &str,
@@ -607,11 +674,12 @@ impl Cache {
             self.keys_version = keys_version;
         }
         let live = |v: &Verified| before_expiry(now, v.expires_at, rules.clock_skew_seconds);
-        if let Some(hit) = self.entries.get(token) {
+        let key = cache_key(token);
+        if let Some(hit) = self.entries.get(key.as_ref()) {
             if live(hit) {
                 return Ok(hit.clone());
             }
-            self.entries.remove(token);
+            self.entries.remove(key.as_ref());
         }
         let verified = std::rc::Rc::new(verify_as(token, keys, rules, now, None, Kind::Access)?);
         if self.entries.len() >= CACHE_CAPACITY {
@@ -620,7 +688,7 @@ impl Cache {
                 self.entries.clear();
             }
         }
-        self.entries.insert(token.into(), verified.clone());
+        self.entries.insert(key.into(), verified.clone());
         Ok(verified)
     }
 
@@ -1208,6 +1276,103 @@ mod tests {
                 id(&sign_raw_es256(&header, &payload)),
                 Err(TokenError::NotAnIdToken),
                 "{typ}"
+            );
+        }
+    }
+
+    /// A valid ES256 token in both its forms: (low-S, high-S).
+    fn es256_twins() -> (String, String) {
+        es256_twins_of(&ec().sign(claims(keycloak_claims())).unwrap())
+    }
+
+    fn es256_twins_of(t: &str) -> (String, String) {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (input, sig) = t.rsplit_once('.').unwrap();
+        let sig = b64.decode(sig).unwrap();
+        let s = &sig[32..];
+        // n − s, with plain big-integer arithmetic on u128 halves.
+        let be = |b: &[u8]| u128::from_be_bytes(b.try_into().unwrap());
+        let (n_hi, n_lo) = (be(&P256_ORDER[..16]), be(&P256_ORDER[16..]));
+        let (s_hi, s_lo) = (be(&s[..16]), be(&s[16..]));
+        let (lo, borrow) = n_lo.overflowing_sub(s_lo);
+        let hi = n_hi - s_hi - u128::from(borrow);
+        let mut twin = sig[..32].to_vec();
+        twin.extend_from_slice(&hi.to_be_bytes());
+        twin.extend_from_slice(&lo.to_be_bytes());
+        let twin = format!("{input}.{}", b64.encode(&twin));
+        if s > &P256_HALF_ORDER[..] {
+            (twin, t.to_string())
+        } else {
+            (t.to_string(), twin)
+        }
+    }
+
+    #[test]
+    fn standard_signers_emit_high_s_half_the_time() {
+        // Why high-S twins are normalised rather than refused: refusing would refuse genuine
+        // tokens (RustCrypto here; Java's, Go's and Node's signers behave the same).
+        let high = (0..64)
+            .filter(|i| {
+                let mut c = claims(keycloak_claims());
+                c.jwt_id = Some(format!("jti-{i}"));
+                let t = ec().sign(c).unwrap();
+                let (low, _) = es256_twins_of(&t);
+                low != t
+            })
+            .count();
+        assert!(high > 0 && high < 64, "{high} of 64");
+    }
+
+    #[test]
+    fn an_es256_high_s_twin_is_the_same_token() {
+        let (low, high) = es256_twins();
+        assert_ne!(low, high);
+        let a = check(&low).unwrap();
+        let b = check(&high).unwrap();
+        assert_eq!(a, b);
+        // One cache entry for both: the twin is a hit (the empty key set proves it).
+        let mut cache = Cache::default();
+        assert!(cache.verify(&low, &keyset(), 1, &rules(), NOW).is_ok());
+        assert!(cache
+            .verify(&high, &KeySet::default(), 1, &rules(), NOW)
+            .is_ok());
+        assert_eq!(cache.len(), 1);
+        let mut cache = Cache::default();
+        assert!(cache.verify(&high, &keyset(), 1, &rules(), NOW).is_ok());
+        assert!(cache
+            .verify(&low, &KeySet::default(), 1, &rules(), NOW)
+            .is_ok());
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn es256_signatures_are_64_bytes_with_r_and_s_in_range() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (low, _) = es256_twins();
+        let (input, sig) = low.rsplit_once('.').unwrap();
+        let sig = b64.decode(sig).unwrap();
+        let with_sig = |bytes: &[u8]| format!("{input}.{}", b64.encode(bytes));
+        let mut long = sig.clone();
+        long.push(0);
+        let mut padded = vec![0u8];
+        padded.extend_from_slice(&sig);
+        for bad in [&sig[..63], &long[..], &padded[..], &[][..]] {
+            assert_eq!(
+                check(&with_sig(bad)).map(|_| ()),
+                Err(TokenError::Malformed),
+                "{} bytes",
+                bad.len()
+            );
+        }
+        let r = &sig[..32];
+        for s in [[0u8; 32], P256_ORDER, [0xff; 32]] {
+            let mut bad = r.to_vec();
+            bad.extend_from_slice(&s);
+            assert_eq!(
+                check(&with_sig(&bad)).map(|_| ()),
+                Err(TokenError::BadSignature)
             );
         }
     }
