@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use super::flow::{Call, Waiter};
 use crate::config::Config;
-use crate::jwks::KeySet;
+use crate::jwks::{JwksError, KeySet, MAX_ENTRIES, MAX_JWKS_BYTES};
 use crate::keystore::{self, KeyStore};
 use crate::metrics::Event;
 use crate::session::{Names, Sealer};
@@ -35,9 +35,6 @@ pub struct Shared {
 }
 
 pub type SharedRef = Rc<RefCell<Shared>>;
-
-/// Largest JWKS body accepted.
-const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 impl Shared {
     pub fn new(config: Rc<Config>) -> SharedRef {
@@ -169,6 +166,8 @@ impl Shared {
             } else {
                 format!("status {status}")
             })
+        } else if body_size > MAX_JWKS_BYTES {
+            Err(JwksError::TooLarge.to_string())
         } else {
             KeySet::parse(&body).map_err(|e| e.to_string())
         };
@@ -185,10 +184,22 @@ impl Shared {
         }]);
         match outcome {
             Ok(set) => {
+                let not_read = if set.not_read > 0 {
+                    format!(
+                        ", {} not read (only the first {} entries are)",
+                        set.not_read, MAX_ENTRIES
+                    )
+                } else {
+                    String::new()
+                };
                 host::log(
-                    LogLevel::Info,
+                    if set.not_read > 0 {
+                        LogLevel::Warn
+                    } else {
+                        LogLevel::Info
+                    },
                     &format!(
-                        "mesh-oidc: key set fetched from {}: {} signing keys, {} skipped",
+                        "mesh-oidc: key set fetched from {}: {} signing keys, {} skipped{not_read}",
                         self.config.jwks.url,
                         set.keys.len(),
                         set.skipped
