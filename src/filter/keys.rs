@@ -83,21 +83,20 @@ impl Shared {
     /// Reads the shared entry; true when it changed and was parsed.
     pub fn sync(&mut self) -> bool {
         let (value, cas) = host::get_shared(&self.data_key);
-        if cas.is_none() || cas == self.store.cas {
+        if self.store.is_current(cas) {
             return false;
         }
         let Some((fetched_at, body)) = value.as_deref().and_then(keystore::decode_entry) else {
             return false;
         };
-        self.store.cas = cas;
-        self.store.fetched_at_ms = fetched_at;
         match KeySet::parse(body) {
             Ok(set) => {
-                self.store.keys = Some(Rc::new(set));
-                self.store.version += 1;
+                self.store.install(set, cas, fetched_at);
                 true
             }
             Err(e) => {
+                self.store.cas = cas;
+                self.store.fetched_at_ms = fetched_at;
                 host::log(LogLevel::Warn, &format!("mesh-oidc: ignoring key set: {e}"));
                 false
             }
@@ -205,8 +204,14 @@ impl Shared {
                         set.skipped
                     ),
                 );
-                let _ =
-                    host::set_shared(&self.data_key, &keystore::encode_entry(now_ms, &body), None);
+                // Parse once per VM: this VM keeps the set it just parsed, so the sync that
+                // follows finds the CAS it knows instead of parsing the same body again.
+                let entry = keystore::encode_entry(now_ms, &body);
+                if host::set_shared(&self.data_key, &entry, None) {
+                    let (read_back, cas) = host::get_shared(&self.data_key);
+                    self.store
+                        .adopt_published(set, &entry, read_back.as_deref(), cas);
+                }
             }
             Err(why) => host::log(
                 LogLevel::Warn,
