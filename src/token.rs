@@ -208,7 +208,8 @@ enum Kind {
 const ID_TOKEN_CLAIMS: [&str; 3] = ["at_hash", "c_hash", "s_hash"];
 
 /// B2+: a `typ` header of `at+jwt` (RFC 9068), Keycloak's `typ: Bearer` claim, or neither
-/// marker. No `nonce` (ID tokens), no `events` (logout tokens).
+/// marker. No `nonce` (ID tokens), no `events` (logout tokens). A `token_use` claim (AWS
+/// Cognito marks its ID tokens `id`), when present, says `access`.
 fn is_access_token(header: &Header, payload: &Map<String, Value>) -> bool {
     let header_says_access = header.typ.as_deref().is_none_or(|typ| {
         ["JWT", "at+jwt", "application/at+jwt"]
@@ -220,8 +221,14 @@ fn is_access_token(header: &Header, payload: &Map<String, Value>) -> bool {
         Some(Value::String(typ)) => typ.eq_ignore_ascii_case("Bearer"),
         Some(_) => false,
     };
+    let use_says_access = match payload.get("token_use") {
+        None => true,
+        Some(Value::String(usage)) => usage.eq_ignore_ascii_case("access"),
+        Some(_) => false,
+    };
     header_says_access
         && claim_says_access
+        && use_says_access
         && !payload.contains_key("nonce")
         && !payload.contains_key("events")
         && !ID_TOKEN_CLAIMS.iter().any(|c| payload.contains_key(*c))
@@ -1137,6 +1144,21 @@ mod tests {
                 c.custom.insert("at_hash".into(), json!("x2r4mDq7Nq0l2A"));
             });
             assert_eq!(access(&t, &r), Err(TokenError::NotAnAccessToken), "at_hash");
+            // Cognito's marker.
+            let t = with(|c| {
+                c.custom.remove("typ");
+                c.custom.insert("token_use".into(), json!("id"));
+            });
+            assert_eq!(
+                access(&t, &r),
+                Err(TokenError::NotAnAccessToken),
+                "token_use"
+            );
+            let t = with(|c| {
+                c.custom.remove("typ");
+                c.custom.insert("token_use".into(), json!("access"));
+            });
+            assert_eq!(access(&t, &r), Ok(()), "token_use access");
             // A nonce the typed claims drop (null) still counts.
             let t = sign_raw_es256(
                 r#"{"alg":"ES256","kid":"ec-1"}"#,
