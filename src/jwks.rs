@@ -3,6 +3,10 @@
 //! Keys that cannot sign (`use: enc`), unknown key types and curves, and malformed entries are
 //! skipped one by one: Keycloak publishes an encryption key first, and one odd entry must not cost
 //! the whole set.
+//!
+//! Parsing is bounded before anything costly happens (issue 8: 170 RSA-8192 keys stalled every
+//! worker for 2.3 s): the body's size, the number of entries read, and each RSA key's size and
+//! exponent are checked before its Montgomery constants are computed.
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -90,12 +94,15 @@ impl Jwk {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeySet {
     pub keys: Vec<Jwk>,
-    /// How many entries were skipped (encryption keys, unknown types, malformed).
+    /// How many entries were skipped (encryption keys, unknown types, malformed, out of bounds).
     pub skipped: usize,
+    /// How many entries were not read at all: those after the first [`MAX_ENTRIES`].
+    pub not_read: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwksError {
+    TooLarge,
     NotJson,
     NoKeysArray,
 }
@@ -103,27 +110,43 @@ pub enum JwksError {
 impl std::fmt::Display for JwksError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            JwksError::TooLarge => write!(f, "key set is larger than {MAX_JWKS_BYTES} bytes"),
             JwksError::NotJson => f.write_str("key set is not JSON"),
             JwksError::NoKeysArray => f.write_str("key set has no \"keys\" array"),
         }
     }
 }
 
-/// Upper bound on the keys kept from one set: a provider publishes a handful.
-const MAX_KEYS: usize = 64;
+/// Largest key-set body parsed: a provider's set is a few KB.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// Entries of `keys` read, in order; the rest are counted, not parsed. A provider publishes a
+/// handful (Keycloak: one per algorithm and use, plus those being rotated).
+pub const MAX_ENTRIES: usize = 32;
+/// RSA moduli accepted, in bits: below 2048 RSA is not safe; above 4096, a key costs more to
+/// prepare and to use than any provider needs.
+const RSA_MIN_BITS: usize = 2048;
+const RSA_MAX_BITS: usize = 4096;
+/// Public exponents accepted: odd, greater than 1, at most 2^32 (65537 in practice).
+const RSA_MAX_EXPONENT_BYTES: usize = 4;
 
 impl KeySet {
     pub fn parse(bytes: &[u8]) -> Result<KeySet, JwksError> {
+        if bytes.len() > MAX_JWKS_BYTES {
+            return Err(JwksError::TooLarge);
+        }
         let value: Value = serde_json::from_slice(bytes).map_err(|_| JwksError::NotJson)?;
         let entries = value
             .get("keys")
             .and_then(Value::as_array)
             .ok_or(JwksError::NoKeysArray)?;
-        let mut set = KeySet::default();
-        for entry in entries {
+        let mut set = KeySet {
+            not_read: entries.len().saturating_sub(MAX_ENTRIES),
+            ..KeySet::default()
+        };
+        for entry in entries.iter().take(MAX_ENTRIES) {
             match parse_key(entry) {
-                Some(key) if set.keys.len() < MAX_KEYS => set.keys.push(key),
-                _ => set.skipped += 1,
+                Some(key) => set.keys.push(key),
+                None => set.skipped += 1,
             }
         }
         Ok(set)
@@ -138,12 +161,41 @@ impl KeySet {
     }
 }
 
-fn b64(value: &Value, name: &str) -> Option<Vec<u8>> {
-    let s = value.get(name)?.as_str()?;
+/// A base64url member of at most `max_bytes` bytes once decoded (longer text is not decoded).
+fn b64(value: &Value, name: &str, max_bytes: usize) -> Option<Vec<u8>> {
+    let s = value.get(name)?.as_str()?.trim_end_matches('=');
+    if s.len() > max_bytes.div_ceil(3).saturating_mul(4) {
+        return None;
+    }
     base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s.trim_end_matches('='))
+        .decode(s)
         .ok()
-        .filter(|b| !b.is_empty())
+        .filter(|b| !b.is_empty() && b.len() <= max_bytes)
+}
+
+fn strip_zeros(bytes: &[u8]) -> &[u8] {
+    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    bytes.get(first..).unwrap_or_default()
+}
+
+fn bit_length(be: &[u8]) -> usize {
+    let be = strip_zeros(be);
+    match be.first() {
+        Some(top) => (be.len() - 1) * 8 + (8 - top.leading_zeros() as usize),
+        None => 0,
+    }
+}
+
+/// Whether `n` and `e` make a public key worth preparing: 2048 to 4096 bits, `n` odd, `e` odd,
+/// greater than 1 and at most 2^32. Checked before any big-number work.
+fn rsa_in_bounds(n: &[u8], e: &[u8]) -> bool {
+    let e = strip_zeros(e);
+    let exponent = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    (RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bit_length(n))
+        && n.last().is_some_and(|b| b % 2 == 1)
+        && e.len() <= RSA_MAX_EXPONENT_BYTES
+        && exponent > 1
+        && exponent % 2 == 1
 }
 
 fn parse_key(entry: &Value) -> Option<Jwk> {
@@ -165,18 +217,23 @@ fn parse_key(entry: &Value) -> Option<Jwk> {
     };
     let material = match text("kty")? {
         "RSA" => {
-            let n = b64(entry, "n")?;
-            let e = b64(entry, "e")?;
-            // Below 2048 bits RSA is not safe; jwt-simple refuses such keys too.
-            if n.iter().skip_while(|b| **b == 0).count() < 256 {
+            // One leading zero byte is tolerated in either member.
+            let n = b64(entry, "n", RSA_MAX_BITS / 8 + 1)?;
+            let e = b64(entry, "e", RSA_MAX_EXPONENT_BYTES + 1)?;
+            if !rsa_in_bounds(&n, &e) {
                 return None;
             }
-            let fast = crate::rsa::PublicKey::new(&n, &e);
+            // The RS256 fast path's constants, only for a key that may sign RS256.
+            let fast = if alg.is_none_or(|a| a == Alg::RS256) {
+                crate::rsa::PublicKey::new(&n, &e)
+            } else {
+                None
+            };
             KeyMaterial::Rsa { n, e, fast }
         }
         "EC" => {
-            let x = b64(entry, "x")?;
-            let y = b64(entry, "y")?;
+            let x = b64(entry, "x", 32)?;
+            let y = b64(entry, "y", 32)?;
             let (size, wrap): (usize, fn(Vec<u8>) -> KeyMaterial) = match text("crv")? {
                 "P-256" => (32, KeyMaterial::P256),
                 _ => return None,
@@ -250,6 +307,103 @@ mod tests {
         assert_eq!(set.keys.len(), 1);
         assert_eq!(set.keys[0].kid.as_deref(), Some("good"));
         assert_eq!(set.skipped, 9);
+    }
+
+    /// An RSA JWK with a made-up modulus of `bits` bits (odd) and exponent `e`.
+    fn rsa_entry(bits: usize, e: &[u8]) -> Value {
+        let mut n = vec![0xa5u8; bits.div_ceil(8)];
+        if let Some(top) = n.first_mut() {
+            *top = 0xff >> ((8 - bits % 8) % 8);
+        }
+        if let Some(last) = n.last_mut() {
+            *last |= 1;
+        }
+        assert_eq!(bit_length(&n), bits);
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        json!({"kty": "RSA", "use": "sig", "n": b64(&n), "e": b64(e)})
+    }
+
+    fn parse_entries(entries: Vec<Value>) -> KeySet {
+        KeySet::parse(json!({ "keys": entries }).to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn rsa_moduli_must_be_2048_to_4096_bits() {
+        let f4 = [1u8, 0, 1];
+        for (bits, kept) in [
+            (2040, false),
+            (2047, false),
+            (2048, true),
+            (3072, true),
+            (4096, true),
+            (4097, false),
+            (8192, false),
+        ] {
+            let set = parse_entries(vec![rsa_entry(bits, &f4)]);
+            assert_eq!(set.keys.len(), usize::from(kept), "{bits} bits");
+            if let Some(Jwk {
+                material: KeyMaterial::Rsa { fast, .. },
+                ..
+            }) = set.keys.first()
+            {
+                assert!(fast.is_some(), "{bits} bits: RS256 fast path ready");
+            }
+        }
+        // An even modulus is no RSA modulus.
+        let mut even = rsa_entry(2048, &f4);
+        let mut n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(even["n"].as_str().unwrap())
+            .unwrap();
+        *n.last_mut().unwrap() &= 0xfe;
+        even["n"] = json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&n));
+        assert_eq!(parse_entries(vec![even]).keys.len(), 0);
+    }
+
+    #[test]
+    fn rsa_exponents_must_be_small_odd_numbers() {
+        for (e, kept) in [
+            (&[3u8][..], true),
+            (&[1, 0, 1][..], true),
+            (&[0, 1, 0, 1][..], true),
+            (&[0xff, 0xff, 0xff, 0xff][..], true),
+            (&[1][..], false),
+            (&[2][..], false),
+            (&[1, 0, 0][..], false),
+            (&[1, 0, 0, 0, 1][..], false),
+            (&[0][..], false),
+            (&[1, 0, 0, 0, 0, 0, 0, 0, 1][..], false),
+        ] {
+            let set = parse_entries(vec![rsa_entry(2048, e)]);
+            assert_eq!(set.keys.len(), usize::from(kept), "e = {e:?}");
+        }
+    }
+
+    #[test]
+    fn many_huge_keys_are_refused_before_any_work() {
+        // Issue 8: 170 RSA-8192 keys. None is prepared; only the first 32 entries are read.
+        let huge: Vec<Value> = (0..170).map(|_| rsa_entry(8192, &[1, 0, 1])).collect();
+        let start = std::time::Instant::now();
+        let set = parse_entries(huge);
+        let elapsed = start.elapsed();
+        assert_eq!(set.keys.len(), 0);
+        assert_eq!(set.skipped, MAX_ENTRIES);
+        assert_eq!(set.not_read, 170 - MAX_ENTRIES);
+        println!("170 RSA-8192 entries: {elapsed:?}");
+        // Good keys past the first 32 entries are not read either.
+        let mut many: Vec<Value> = (0..40).map(|_| rsa_entry(4096, &[1, 0, 1])).collect();
+        many.push(rsa_jwk(rsa(), "late"));
+        let set = parse_entries(many);
+        assert_eq!(set.keys.len(), MAX_ENTRIES);
+        assert_eq!(set.not_read, 41 - MAX_ENTRIES);
+        assert!(!set.has_kid("late"));
+    }
+
+    #[test]
+    fn a_body_over_the_cap_is_refused() {
+        let mut body = br#"{"keys": [], "pad": ""#.to_vec();
+        body.resize(MAX_JWKS_BYTES, b'a');
+        body.extend_from_slice(br#""}"#);
+        assert_eq!(KeySet::parse(&body), Err(JwksError::TooLarge));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! Shared data holds, under [`KeyStore::data_key`], the fetch time followed by the raw JWKS body;
 //! under [`KeyStore::lease_key`], the time until which one VM owns the next fetch. Each VM parses
-//! the body once per change (the shared data's CAS number tells it when).
+//! the body once per change (the shared data's CAS number tells it when); the VM that fetched it
+//! keeps the set it parsed before publishing ([`KeyStore::adopt_published`]).
 
 use std::rc::Rc;
 
@@ -66,6 +67,42 @@ impl KeyStore {
 
     pub fn lease_key(cluster: &str, uri: &str) -> String {
         format!("mesh-oidc/jwks-lease/{cluster}/{uri}")
+    }
+
+    /// Whether the shared entry with this CAS holds nothing this VM has not parsed: no entry, or
+    /// the one `keys` came from.
+    pub fn is_current(&self, cas: Option<u32>) -> bool {
+        cas.is_none() || cas == self.cas
+    }
+
+    /// Takes a set parsed from the shared entry with this CAS, fetched (by any VM) at that time.
+    pub fn install(&mut self, keys: KeySet, cas: Option<u32>, fetched_at_ms: u64) {
+        self.keys = Some(Rc::new(keys));
+        self.cas = cas;
+        self.fetched_at_ms = fetched_at_ms;
+        self.version += 1;
+    }
+
+    /// After this VM published `written` (an encoded entry) and read the entry back with its
+    /// CAS: keeps `keys`, parsed from that body, when what was read back is what was written (no
+    /// other VM wrote in between), so that the next sync finds the CAS known and does not parse
+    /// the same body again. False, and nothing changed, otherwise: the sync then parses whatever
+    /// is there.
+    pub fn adopt_published(
+        &mut self,
+        keys: KeySet,
+        written: &[u8],
+        read_back: Option<&[u8]>,
+        cas: Option<u32>,
+    ) -> bool {
+        let Some((fetched_at_ms, _)) = decode_entry(written) else {
+            return false;
+        };
+        if cas.is_none() || read_back != Some(written) {
+            return false;
+        }
+        self.install(keys, cas, fetched_at_ms);
+        true
     }
 
     pub fn fetch_in_flight(&self, now_ms: u64) -> bool {
@@ -150,6 +187,32 @@ mod tests {
         s.failures = 10;
         assert!(!s.wants_fetch(3_999, 300_000));
         assert!(s.wants_fetch(MAX_RETRY_MS, 300_000));
+    }
+
+    #[test]
+    fn the_fetching_vm_keeps_what_it_parsed() {
+        let body = br#"{"keys":[]}"#;
+        let written = encode_entry(42, body);
+        let parsed = KeySet {
+            skipped: 3,
+            ..KeySet::default()
+        };
+        let mut s = KeyStore::default();
+        assert!(!s.is_current(Some(7)), "a new entry: parse it");
+        assert!(s.adopt_published(parsed.clone(), &written, Some(&written), Some(7)));
+        // The sync that follows sees the CAS it knows: no second parse.
+        assert!(s.is_current(Some(7)));
+        assert_eq!(s.version, 1, "waiting requests wake");
+        assert_eq!(s.fetched_at_ms, 42);
+        assert_eq!(s.keys.as_deref(), Some(&parsed));
+        // Another VM wrote between the write and the read-back: its entry is parsed, not ours
+        // taken for it.
+        let mut s = KeyStore::default();
+        let theirs = encode_entry(43, br#"{"keys":[1]}"#);
+        assert!(!s.adopt_published(parsed.clone(), &written, Some(&theirs), Some(8)));
+        assert!(!s.is_current(Some(8)));
+        assert_eq!((s.version, s.keys.is_none()), (0, true));
+        assert!(!s.adopt_published(parsed, &written, None, None));
     }
 
     #[test]

@@ -122,3 +122,15 @@ pub fn raw_token(header: &Value, payload: &Value, signature: &[u8]) -> String {
         b64(signature)
     )
 }
+
+/// A compact JWS of exactly this header and payload text, signed with [`ec`]: for headers and
+/// payloads the token libraries would not write (duplicate names, JWE parameters).
+pub fn sign_raw_es256(header: &str, payload: &str) -> String {
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+    let (signature, _) = ec()
+        .key_pair()
+        .as_ref()
+        .sign_recoverable(input.as_bytes())
+        .unwrap_or_else(|e| panic!("sign: {e}"));
+    format!("{input}.{}", b64(&signature.to_bytes()))
+}

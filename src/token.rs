@@ -29,6 +29,10 @@ pub enum TokenError {
     WrongAudience,
     WrongAuthorizedParty,
     WrongNonce,
+    /// Verified, but an ID, refresh or logout token where an access token is expected (B2+).
+    NotAnAccessToken,
+    /// Verified, but not an ID token where one is expected (the code exchange).
+    NotAnIdToken,
 }
 
 impl TokenError {
@@ -48,6 +52,8 @@ impl TokenError {
             TokenError::WrongAudience => "wrong audience",
             TokenError::WrongAuthorizedParty => "wrong authorized party",
             TokenError::WrongNonce => "wrong nonce",
+            TokenError::NotAnAccessToken => "not an access token",
+            TokenError::NotAnIdToken => "not an ID token",
         }
     }
 
@@ -63,6 +69,7 @@ impl TokenError {
             TokenError::WrongIssuer => "issuer",
             TokenError::WrongAudience | TokenError::WrongAuthorizedParty => "audience",
             TokenError::WrongNonce => "nonce",
+            TokenError::NotAnAccessToken | TokenError::NotAnIdToken => "token_type",
         }
     }
 }
@@ -85,6 +92,54 @@ impl Verified {
 pub struct Header {
     pub alg: Alg,
     pub kid: Option<String>,
+    /// The media type (`typ`) as written, when the header has one.
+    pub typ: Option<String>,
+}
+
+/// Longest header segment read, as jwt-simple bounds it.
+const MAX_HEADER_B64_LEN: usize = 8192;
+
+/// A JSON object whose top-level names are unique. serde_json keeps the last of two equal names
+/// while other parsers keep the first: a token read one way here and another way elsewhere (the
+/// service behind the filter) is refused instead.
+struct UniqueObject(Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = UniqueObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<UniqueObject, A::Error> {
+                let mut map = Map::new();
+                while let Some(name) = access.next_key::<String>()? {
+                    if map.contains_key(&name) {
+                        return Err(serde::de::Error::custom("duplicate name"));
+                    }
+                    let value: Value = access.next_value()?;
+                    map.insert(name, value);
+                }
+                Ok(UniqueObject(map))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// A base64url segment that holds a JSON object with unique top-level names.
+fn decode_object(segment: &str) -> Option<Map<String, Value>> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .ok()?;
+    serde_json::from_slice::<UniqueObject>(&bytes)
+        .ok()
+        .map(|o| o.0)
 }
 
 pub fn read_header(token: &str) -> Result<Header, TokenError> {
@@ -97,26 +152,106 @@ pub fn read_header(token: &str) -> Result<Header, TokenError> {
     {
         return Err(TokenError::Malformed);
     }
-    let meta = Token::decode_metadata(token).map_err(|_| TokenError::Malformed)?;
-    let alg = Alg::from_name(meta.algorithm()).ok_or(TokenError::AlgorithmNotAllowed)?;
-    // As jwt-simple does: no critical extensions, and a `typ` (if any) that names a JWT.
-    if meta.critical().is_some_and(|c| !c.is_empty()) {
+    let segment = token.split('.').next().unwrap_or_default();
+    if segment.len() > MAX_HEADER_B64_LEN {
         return Err(TokenError::Malformed);
     }
-    if let Some(typ) = meta.signature_type() {
-        let typ = typ.to_ascii_uppercase();
-        if typ != "JWT" && !typ.ends_with("+JWT") {
+    // Read here rather than through jwt-simple's metadata, which drops what it does not know:
+    // the RS256 fast path never asks jwt-simple, and `enc`/`zip` must be seen to be refused.
+    let header = decode_object(segment).ok_or(TokenError::Malformed)?;
+    let text = |name: &str| -> Result<Option<String>, TokenError> {
+        match header.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(TokenError::Malformed),
+        }
+    };
+    let alg = text("alg")?.ok_or(TokenError::Malformed)?;
+    let alg = Alg::from_name(&alg).ok_or(TokenError::AlgorithmNotAllowed)?;
+    // JWE parameters in a signed token (B2+): what it claims to be is not what it is.
+    if header.contains_key("enc") || header.contains_key("zip") {
+        return Err(TokenError::Malformed);
+    }
+    // No critical extensions are understood here (an empty list means none).
+    match header.get("crit") {
+        None => {}
+        Some(Value::Array(list)) if list.is_empty() => {}
+        Some(_) => return Err(TokenError::Malformed),
+    }
+    // As jwt-simple does: a `typ` (if any) that names a JWT.
+    let typ = text("typ")?;
+    if let Some(typ) = &typ {
+        let upper = typ.to_ascii_uppercase();
+        if upper != "JWT" && !upper.ends_with("+JWT") {
             return Err(TokenError::Malformed);
         }
     }
     Ok(Header {
         alg,
-        kid: meta.key_id().map(str::to_string),
+        kid: text("kid")?,
+        typ,
     })
 }
 
+/// What the caller takes the token for. Keycloak signs ID, refresh and logout tokens with the
+/// same keys as access tokens, for the same issuer and often the same audience: only these
+/// markers tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Any,
+    Access,
+    Id,
+}
+
+/// Claims that only ID tokens carry (OpenID Connect Core 3.1.3.6 and 3.3.2.11, FAPI's `s_hash`):
+/// a provider that marks neither kind still gives its ID tokens away by these.
+const ID_TOKEN_CLAIMS: [&str; 3] = ["at_hash", "c_hash", "s_hash"];
+
+/// B2+: a `typ` header of `at+jwt` (RFC 9068), Keycloak's `typ: Bearer` claim, or neither
+/// marker. No `nonce` (ID tokens), no `events` (logout tokens). A `token_use` claim (AWS
+/// Cognito marks its ID tokens `id`), when present, says `access`.
+fn is_access_token(header: &Header, payload: &Map<String, Value>) -> bool {
+    let header_says_access = header.typ.as_deref().is_none_or(|typ| {
+        ["JWT", "at+jwt", "application/at+jwt"]
+            .iter()
+            .any(|t| typ.eq_ignore_ascii_case(t))
+    });
+    let claim_says_access = match payload.get("typ") {
+        None => true,
+        Some(Value::String(typ)) => typ.eq_ignore_ascii_case("Bearer"),
+        Some(_) => false,
+    };
+    let use_says_access = match payload.get("token_use") {
+        None => true,
+        Some(Value::String(usage)) => usage.eq_ignore_ascii_case("access"),
+        Some(_) => false,
+    };
+    header_says_access
+        && claim_says_access
+        && use_says_access
+        && !payload.contains_key("nonce")
+        && !payload.contains_key("events")
+        && !ID_TOKEN_CLAIMS.iter().any(|c| payload.contains_key(*c))
+}
+
+/// An ID token: Keycloak's `typ` claim, when present, says `ID`; the header does not name
+/// another kind of JWT (`at+jwt`, `logout+jwt`); no `events` (a logout token).
+fn is_id_token(header: &Header, payload: &Map<String, Value>) -> bool {
+    let header_says_id = header
+        .typ
+        .as_deref()
+        .is_none_or(|typ| typ.eq_ignore_ascii_case("JWT"));
+    let claim_says_id = match payload.get("typ") {
+        None => true,
+        Some(Value::String(typ)) => typ.eq_ignore_ascii_case("ID"),
+        Some(_) => false,
+    };
+    header_says_id && claim_says_id && !payload.contains_key("events")
+}
+
 /// Checks a token against the key set and the rules at time `now` (unix seconds).
-/// `nonce`, when given, must equal the token's `nonce` claim (ID tokens).
+/// `nonce`, when given, must equal the token's `nonce` claim (ID tokens). This says nothing
+/// about what kind of token it is: see [`verify_access`] and [`verify_id_token`].
 pub fn verify(
     token: &str,
     keys: &KeySet,
@@ -124,7 +259,34 @@ pub fn verify(
     now: u64,
     nonce: Option<&str>,
 ) -> Result<Verified, TokenError> {
+    verify_as(token, keys, rules, now, nonce, Kind::Any)
+}
+
+/// [`verify`], and the token must be an ID token (the code exchange, a refresh's new ID token).
+pub fn verify_id_token(
+    token: &str,
+    keys: &KeySet,
+    rules: &TokenRules,
+    now: u64,
+    nonce: Option<&str>,
+) -> Result<Verified, TokenError> {
+    verify_as(token, keys, rules, now, nonce, Kind::Id)
+}
+
+fn verify_as(
+    token: &str,
+    keys: &KeySet,
+    rules: &TokenRules,
+    now: u64,
+    nonce: Option<&str>,
+    kind: Kind,
+) -> Result<Verified, TokenError> {
     let header = read_header(token)?;
+    let token = match header.alg {
+        Alg::ES256 => es256_low_s(token)?,
+        _ => std::borrow::Cow::Borrowed(token),
+    };
+    let token = token.as_ref();
     let candidates: Vec<&Jwk> = match &header.kid {
         Some(kid) => {
             let key = keys.by_kid(kid).ok_or(TokenError::UnknownKey)?;
@@ -152,7 +314,7 @@ pub fn verify(
     let mut last = TokenError::BadSignature;
     for key in candidates {
         match verify_with(token, header.alg, &key.material, options.clone()) {
-            Ok(claims) => return finish(token, claims, rules),
+            Ok(claims) => return finish(token, &header, claims, rules, now, kind),
             Err(e) => last = e,
         }
     }
@@ -160,6 +322,68 @@ pub fn verify(
 }
 
 type Claims = JWTClaims<Map<String, Value>>;
+
+/// The order n of P-256's group, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+/// ⌊n/2⌋: an `s` above it is "high".
+const P256_HALF_ORDER: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
+];
+/// An ES256 signature (r ‖ s, 64 bytes) in unpadded base64url.
+const ES256_SIGNATURE_B64_LEN: usize = 86;
+
+/// ES256 signature malleability: when (r, s) verifies, so does (r, n − s), so every ES256 token
+/// has a twin that is a different string. Refusing the high-S twin is not an option: Java's
+/// (Keycloak's), Go's, Node's and RustCrypto's signers do not normalise, so about half of all
+/// genuine tokens have a high S. Instead the token is rewritten to its low-S form before it is
+/// checked, and the cache keys on that form: twins are one token. A signature that is not
+/// exactly 64 bytes is malformed; r or s outside [1, n − 1] cannot verify.
+fn es256_low_s(token: &str) -> Result<std::borrow::Cow<'_, str>, TokenError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    let signature: [u8; 64] = b64
+        .decode(signature)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or(TokenError::Malformed)?;
+    let (r, s) = signature.split_at(32);
+    let in_range = |x: &[u8]| x.iter().any(|b| *b != 0) && x < &P256_ORDER[..];
+    if !in_range(r) || !in_range(s) {
+        return Err(TokenError::BadSignature);
+    }
+    if s <= &P256_HALF_ORDER[..] {
+        return Ok(std::borrow::Cow::Borrowed(token));
+    }
+    // n − s, big-endian with a borrow; s < n, so no borrow is left at the end.
+    let mut low = signature;
+    let mut borrow = 0i16;
+    for (out, (n, s)) in low.iter_mut().skip(32).zip(P256_ORDER.iter().zip(s)).rev() {
+        let d = i16::from(*n) - i16::from(*s) - borrow;
+        borrow = i16::from(d < 0);
+        *out = d.rem_euclid(256) as u8;
+    }
+    Ok(std::borrow::Cow::Owned(format!(
+        "{input}.{}",
+        b64.encode(low)
+    )))
+}
+
+/// The form a token is cached under: an ES256 token's low-S form, anything else as it is. Decided
+/// by the signature's length (no RSA signature of 2048 bits or more is 64 bytes), so that the
+/// warm path reads no header.
+fn cache_key(token: &str) -> std::borrow::Cow<'_, str> {
+    match token.rsplit_once('.') {
+        Some((_, signature)) if signature.len() == ES256_SIGNATURE_B64_LEN => {
+            es256_low_s(token).unwrap_or(std::borrow::Cow::Borrowed(token))
+        }
+        _ => std::borrow::Cow::Borrowed(token),
+    }
+}
 
 fn verify_with(
     token: &str,
@@ -235,7 +459,7 @@ fn verify_rs256_fast(
     }
     if claims
         .expires_at
-        .is_some_and(|t| now < tolerance || now - tolerance > t.as_secs())
+        .is_some_and(|t| !before_expiry(now, t.as_secs(), tolerance))
     {
         return Err(TokenError::Expired);
     }
@@ -278,17 +502,7 @@ fn classify(err: &jwt_simple::Error) -> TokenError {
 /// jwt-simple reads a negative `exp` such as -1 as a time in 2106 (it casts, then its 32-bit
 /// seconds wrap), so a token could never expire. The raw times must be non-negative numbers
 /// that fit in 32 bits.
-fn times_are_sane(token: &str) -> bool {
-    use base64::Engine as _;
-    let Some(payload) = token.split('.').nth(1) else {
-        return false;
-    };
-    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else {
-        return false;
-    };
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&bytes) else {
-        return false;
-    };
+fn times_are_sane(map: &Map<String, Value>) -> bool {
     ["exp", "nbf", "iat"]
         .iter()
         .all(|name| match map.get(*name) {
@@ -300,14 +514,42 @@ fn times_are_sane(token: &str) -> bool {
         })
 }
 
-fn finish(token: &str, claims: Claims, rules: &TokenRules) -> Result<Verified, TokenError> {
-    if !times_are_sane(token) {
+/// B2+: `exp` is exclusive (RFC 7519 §4.1.4), so a token is valid only while
+/// `now < exp + skew`. jwt-simple accepts `now == exp + skew`, hence this check on every path.
+fn before_expiry(now: u64, expires_at: u64, skew: u64) -> bool {
+    now < expires_at.saturating_add(skew)
+}
+
+fn finish(
+    token: &str,
+    header: &Header,
+    claims: Claims,
+    rules: &TokenRules,
+    now: u64,
+    kind: Kind,
+) -> Result<Verified, TokenError> {
+    // The payload as written, every name once: what the typed claims may have left out (a
+    // `nonce` of null, say) still counts.
+    let raw = token
+        .split('.')
+        .nth(1)
+        .and_then(decode_object)
+        .ok_or(TokenError::Malformed)?;
+    if !times_are_sane(&raw) {
         return Err(TokenError::Malformed);
+    }
+    match kind {
+        Kind::Access if !is_access_token(header, &raw) => return Err(TokenError::NotAnAccessToken),
+        Kind::Id if !is_id_token(header, &raw) => return Err(TokenError::NotAnIdToken),
+        _ => {}
     }
     let expires_at = claims
         .expires_at
         .ok_or(TokenError::MissingExpiry)?
         .as_secs();
+    if !before_expiry(now, expires_at, rules.clock_skew_seconds) {
+        return Err(TokenError::Expired);
+    }
     let audiences: Vec<String> = match &claims.audiences {
         None => Vec::new(),
         Some(Audiences::AsString(s)) => vec![s.clone()],
@@ -409,7 +651,8 @@ pub const CACHE_CAPACITY: usize = 1024;
 /// The per-VM cache and the key-set version it belongs to, as decisions receive them.
 pub type CacheRef<'a> = Option<(&'a std::cell::RefCell<Cache>, u64)>;
 
-/// Checks an access token, through the cache when there is one.
+/// Checks an access token (B2+: an access token and nothing else), through the cache when there
+/// is one.
 pub fn verify_access(
     token: &str,
     keys: &KeySet,
@@ -419,12 +662,12 @@ pub fn verify_access(
 ) -> Result<std::rc::Rc<Verified>, TokenError> {
     match cache {
         Some((cache, version)) => cache.borrow_mut().verify(token, keys, version, rules, now),
-        None => verify(token, keys, rules, now, None).map(std::rc::Rc::new),
+        None => verify_as(token, keys, rules, now, None, Kind::Access).map(std::rc::Rc::new),
     }
 }
 
 impl Cache {
-    /// Verifies `token`, or finds it verified before under the same key set.
+    /// Verifies `token` as an access token, or finds it verified before under the same key set.
     pub fn verify(
         &mut self,
         token: &str,
@@ -437,21 +680,22 @@ impl Cache {
             self.entries.clear();
             self.keys_version = keys_version;
         }
-        let live = |v: &Verified| now <= v.expires_at.saturating_add(rules.clock_skew_seconds);
-        if let Some(hit) = self.entries.get(token) {
+        let live = |v: &Verified| before_expiry(now, v.expires_at, rules.clock_skew_seconds);
+        let key = cache_key(token);
+        if let Some(hit) = self.entries.get(key.as_ref()) {
             if live(hit) {
                 return Ok(hit.clone());
             }
-            self.entries.remove(token);
+            self.entries.remove(key.as_ref());
         }
-        let verified = std::rc::Rc::new(verify(token, keys, rules, now, None)?);
+        let verified = std::rc::Rc::new(verify_as(token, keys, rules, now, None, Kind::Access)?);
         if self.entries.len() >= CACHE_CAPACITY {
             self.entries.retain(|_, v| live(v));
             if self.entries.len() >= CACHE_CAPACITY {
                 self.entries.clear();
             }
         }
-        self.entries.insert(token.into(), verified.clone());
+        self.entries.insert(key.into(), verified.clone());
         Ok(verified)
     }
 
@@ -538,6 +782,53 @@ mod tests {
         assert_eq!(check(&t), Err(TokenError::Expired));
         let t = with(|c| c.expires_at = Some(UnixTimeStamp::from_secs(NOW - 29)));
         assert!(check(&t).is_ok(), "within the 30 s skew");
+    }
+
+    #[test]
+    fn exp_is_exclusive_in_every_path() {
+        // Valid while now < exp + skew: at exactly exp + skew the token is expired.
+        let exp = NOW + 290;
+        let boundary = exp + 30;
+        let t = valid_token();
+        assert!(verify(&t, &keyset(), &rules(), boundary - 1, None).is_ok());
+        assert_eq!(
+            verify(&t, &keyset(), &rules(), boundary, None).map(|_| ()),
+            Err(TokenError::Expired),
+            "RS256 fast path"
+        );
+        // jwt-simple's path (ES256 here) accepts now == exp + tolerance on its own.
+        let es = ec().sign(claims(keycloak_claims())).unwrap();
+        assert!(verify(&es, &keyset(), &rules(), boundary - 1, None).is_ok());
+        assert_eq!(
+            verify(&es, &keyset(), &rules(), boundary, None).map(|_| ()),
+            Err(TokenError::Expired),
+            "jwt-simple path"
+        );
+        // A cache hit: verified a second before, then asked again at the boundary.
+        let mut cache = Cache::default();
+        let keys = keyset();
+        assert!(cache.verify(&t, &keys, 1, &rules(), boundary - 1).is_ok());
+        assert_eq!(
+            cache
+                .verify(&t, &KeySet::default(), 1, &rules(), boundary)
+                .map(|_| ()),
+            Err(TokenError::UnknownKey),
+            "the entry is dead at exp + skew, so the (empty) key set is consulted"
+        );
+        assert!(cache.verify(&t, &keys, 1, &rules(), boundary - 1).is_ok());
+        assert_eq!(
+            cache.verify(&t, &keys, 1, &rules(), boundary).map(|_| ()),
+            Err(TokenError::Expired)
+        );
+        assert!(cache.is_empty());
+        // And with no skew at all: valid at exp - 1, expired at exp.
+        let mut strict = rules();
+        strict.clock_skew_seconds = 0;
+        assert!(verify(&t, &keyset(), &strict, exp - 1, None).is_ok());
+        assert_eq!(
+            verify(&t, &keyset(), &strict, exp, None).map(|_| ()),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
@@ -711,6 +1002,401 @@ mod tests {
             verify(&valid_token(), &keyset(), &rules(), NOW, Some("n-1")).map(|_| ()),
             Err(TokenError::WrongNonce)
         );
+    }
+
+    /// A token with this header and Keycloak's access-token claims, signed with the EC key
+    /// (`kid` ec-1 added unless the header names one).
+    fn signed_with_header(header: Value) -> String {
+        let mut header = header;
+        if header.get("kid").is_none() {
+            header["kid"] = json!("ec-1");
+        }
+        let payload = serde_json::to_value(claims(keycloak_claims())).unwrap();
+        sign_raw_es256(&header.to_string(), &payload.to_string())
+    }
+
+    #[test]
+    fn a_header_of_our_own_making_verifies() {
+        let t = signed_with_header(json!({"alg": "ES256", "typ": "JWT"}));
+        assert!(check(&t).is_ok());
+        assert_eq!(read_header(&t).unwrap().typ.as_deref(), Some("JWT"));
+    }
+
+    #[test]
+    fn refuses_jwe_parameters_in_a_signed_token() {
+        for extra in [
+            json!({"enc": "A256GCM"}),
+            json!({"zip": "DEF"}),
+            json!({"enc": null}),
+            json!({"crit": ["exp"], "exp": 1}),
+            json!({"crit": "b64"}),
+        ] {
+            let mut header = json!({"alg": "ES256", "typ": "JWT"});
+            for (k, v) in extra.as_object().unwrap() {
+                header[k] = v.clone();
+            }
+            let t = signed_with_header(header);
+            assert_eq!(check(&t).map(|_| ()), Err(TokenError::Malformed), "{extra}");
+        }
+        let t = signed_with_header(json!({"alg": "ES256", "crit": []}));
+        assert!(check(&t).is_ok(), "an empty crit names no extension");
+    }
+
+    #[test]
+    fn refuses_duplicate_names_in_the_header() {
+        // serde_json keeps the last name; a parser that keeps the first sees another token.
+        let payload = serde_json::to_value(claims(keycloak_claims()))
+            .unwrap()
+            .to_string();
+        for header in [
+            r#"{"alg":"none","alg":"ES256","kid":"ec-1"}"#,
+            r#"{"alg":"ES256","kid":"other","kid":"ec-1"}"#,
+            r#"{"alg":"ES256","kid":"ec-1","typ":"logout+jwt","typ":"JWT"}"#,
+        ] {
+            let t = sign_raw_es256(header, &payload);
+            assert_eq!(
+                check(&t).map(|_| ()),
+                Err(TokenError::Malformed),
+                "{header}"
+            );
+        }
+        let t = sign_raw_es256(r#"{"alg":"ES256","kid":"ec-1"}"#, &payload);
+        assert!(check(&t).is_ok());
+    }
+
+    /// Checks as an access token: without a cache, and through a fresh one (which must not
+    /// keep a refusal).
+    fn access(token: &str, r: &TokenRules) -> Result<(), TokenError> {
+        let keys = keyset();
+        let plain = verify_access(token, &keys, None, r, NOW).map(|_| ());
+        let cache = std::cell::RefCell::new(Cache::default());
+        let cached = verify_access(token, &keys, Some((&cache, 1)), r, NOW).map(|_| ());
+        assert_eq!(plain, cached, "the cache decides as the plain check does");
+        assert_eq!(cache.borrow().len(), usize::from(plain.is_ok()));
+        plain
+    }
+
+    /// Login mode's rules: the client as `aud` or `azp`, which an ID token satisfies too.
+    fn login_rules() -> TokenRules {
+        let mut r = rules();
+        r.authorized_parties.clear();
+        r.client_id_as_audience = Some("productpage".into());
+        r
+    }
+
+    /// An ID token as Keycloak issues it to productpage.
+    fn keycloak_id_token(edit: impl FnOnce(&mut Map<String, Value>)) -> String {
+        let mut c = claims(keycloak_claims());
+        c.custom.insert("typ".into(), json!("ID"));
+        c.custom.insert("at_hash".into(), json!("x2r4mDq7Nq0l2A"));
+        c.audiences = Some(Audiences::AsString("productpage".into()));
+        c.nonce = Some("n-1".into());
+        edit(&mut c.custom);
+        sign_rsa(c)
+    }
+
+    fn payload_with(edit: impl FnOnce(&mut Map<String, Value>)) -> String {
+        let mut payload = match serde_json::to_value(claims(keycloak_claims())).unwrap() {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        edit(&mut payload);
+        Value::Object(payload).to_string()
+    }
+
+    #[test]
+    fn access_tokens_are_accepted_with_either_marker_or_none() {
+        for r in [rules(), login_rules()] {
+            assert_eq!(access(&valid_token(), &r), Ok(()), "typ: Bearer");
+            let t = with(|c| {
+                c.custom.insert("typ".into(), json!("bearer"));
+            });
+            assert_eq!(access(&t, &r), Ok(()), "any case");
+            let t = with(|c| {
+                c.custom.remove("typ");
+            });
+            assert_eq!(access(&t, &r), Ok(()), "no marker");
+            for typ in ["at+jwt", "AT+JWT", "application/at+jwt", "JWT", "jwt"] {
+                let t = signed_with_header(json!({"alg": "ES256", "typ": typ}));
+                assert_eq!(access(&t, &r), Ok(()), "{typ}");
+            }
+            let t = signed_with_header(json!({"alg": "ES256"}));
+            assert_eq!(access(&t, &r), Ok(()), "no typ header");
+        }
+    }
+
+    #[test]
+    fn an_id_token_is_not_an_access_token() {
+        let id = keycloak_id_token(|_| {});
+        // Everything else holds: the plain check takes it.
+        assert!(verify(&id, &keyset(), &login_rules(), NOW, Some("n-1")).is_ok());
+        for r in [rules(), login_rules()] {
+            assert_eq!(access(&id, &r), Err(TokenError::NotAnAccessToken));
+            // Each marker alone is enough.
+            let t = keycloak_id_token(|c| {
+                c.remove("at_hash");
+            });
+            assert_eq!(access(&t, &r), Err(TokenError::NotAnAccessToken), "typ ID");
+            let t = with(|c| c.nonce = Some("n-1".into()));
+            assert_eq!(access(&t, &r), Err(TokenError::NotAnAccessToken), "nonce");
+            let t = with(|c| {
+                c.custom.remove("typ");
+                c.custom.insert("at_hash".into(), json!("x2r4mDq7Nq0l2A"));
+            });
+            assert_eq!(access(&t, &r), Err(TokenError::NotAnAccessToken), "at_hash");
+            // Cognito's marker.
+            let t = with(|c| {
+                c.custom.remove("typ");
+                c.custom.insert("token_use".into(), json!("id"));
+            });
+            assert_eq!(
+                access(&t, &r),
+                Err(TokenError::NotAnAccessToken),
+                "token_use"
+            );
+            let t = with(|c| {
+                c.custom.remove("typ");
+                c.custom.insert("token_use".into(), json!("access"));
+            });
+            assert_eq!(access(&t, &r), Ok(()), "token_use access");
+            // A nonce the typed claims drop (null) still counts.
+            let t = sign_raw_es256(
+                r#"{"alg":"ES256","kid":"ec-1"}"#,
+                &payload_with(|p| {
+                    p.insert("nonce".into(), Value::Null);
+                }),
+            );
+            assert_eq!(
+                access(&t, &r),
+                Err(TokenError::NotAnAccessToken),
+                "nonce null"
+            );
+        }
+    }
+
+    #[test]
+    fn refresh_offline_and_logout_tokens_are_not_access_tokens() {
+        for typ in [
+            json!("Refresh"),
+            json!("Offline"),
+            json!("Logout"),
+            json!("ID"),
+            json!("id"),
+            json!("Serialized-ID"),
+            json!("DPoP"),
+            json!(""),
+            json!(null),
+            json!(1),
+            json!(["Bearer"]),
+        ] {
+            let t = with(|c| {
+                c.custom.insert("typ".into(), typ.clone());
+            });
+            assert_eq!(
+                access(&t, &rules()),
+                Err(TokenError::NotAnAccessToken),
+                "{typ}"
+            );
+        }
+        // A back-channel logout token: `events`, and no typ claim at all.
+        let t = with(|c| {
+            c.custom.remove("typ");
+            c.custom.insert(
+                "events".into(),
+                json!({"http://schemas.openid.net/event/backchannel-logout": {}}),
+            );
+            c.custom.insert("sid".into(), json!("s-1"));
+        });
+        assert_eq!(access(&t, &rules()), Err(TokenError::NotAnAccessToken));
+        // Header types of other JWTs, even with an access token's claims.
+        for typ in [
+            "logout+jwt",
+            "secevent+jwt",
+            "dpop+jwt",
+            "token-introspection+jwt",
+        ] {
+            let t = signed_with_header(json!({"alg": "ES256", "typ": typ}));
+            assert_eq!(
+                access(&t, &rules()),
+                Err(TokenError::NotAnAccessToken),
+                "{typ}"
+            );
+        }
+        // Both markers present and disagreeing.
+        let t = sign_raw_es256(
+            r#"{"alg":"ES256","kid":"ec-1","typ":"at+jwt"}"#,
+            &payload_with(|p| {
+                p.insert("typ".into(), json!("ID"));
+            }),
+        );
+        assert_eq!(access(&t, &rules()), Err(TokenError::NotAnAccessToken));
+    }
+
+    #[test]
+    fn refuses_duplicate_names_in_the_payload() {
+        // serde_json would read the last typ (Bearer); a parser that keeps the first sees ID.
+        let payload = payload_with(|p| {
+            p.remove("typ");
+        });
+        let payload = format!(r#"{{"typ":"ID",{}"#, payload.trim_start_matches('{'));
+        let payload = format!(r#"{},"typ":"Bearer"}}"#, payload.trim_end_matches('}'));
+        let t = sign_raw_es256(r#"{"alg":"ES256","kid":"ec-1"}"#, &payload);
+        assert_eq!(check(&t).map(|_| ()), Err(TokenError::Malformed));
+        assert_eq!(access(&t, &rules()), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn verify_id_token_wants_an_id_token() {
+        let id_rules = {
+            let mut r = rules();
+            r.authorized_parties.clear();
+            r.audiences = vec!["productpage".into()];
+            r
+        };
+        let id = |t: &str| verify_id_token(t, &keyset(), &id_rules, NOW, Some("n-1")).map(|_| ());
+        assert_eq!(id(&keycloak_id_token(|_| {})), Ok(()));
+        let t = keycloak_id_token(|c| {
+            c.insert("typ".into(), json!("id"));
+        });
+        assert_eq!(id(&t), Ok(()), "any case");
+        let t = keycloak_id_token(|c| {
+            c.remove("typ");
+        });
+        assert_eq!(id(&t), Ok(()), "another provider: no typ claim");
+        // The nonce is still checked.
+        assert_eq!(
+            verify_id_token(
+                &keycloak_id_token(|_| {}),
+                &keyset(),
+                &id_rules,
+                NOW,
+                Some("n-2")
+            )
+            .map(|_| ()),
+            Err(TokenError::WrongNonce)
+        );
+        // Keycloak's other tokens, with everything else right.
+        for typ in ["Bearer", "Refresh", "Offline", "Logout"] {
+            let t = keycloak_id_token(|c| {
+                c.insert("typ".into(), json!(typ));
+            });
+            assert_eq!(id(&t), Err(TokenError::NotAnIdToken), "{typ}");
+        }
+        let t = keycloak_id_token(|c| {
+            c.remove("typ");
+            c.insert("events".into(), json!({}));
+        });
+        assert_eq!(id(&t), Err(TokenError::NotAnIdToken), "logout token");
+        for typ in ["at+jwt", "application/at+jwt", "logout+jwt"] {
+            let header = format!(r#"{{"alg":"ES256","kid":"ec-1","typ":"{typ}"}}"#);
+            let payload = payload_with(|p| {
+                p.remove("typ");
+                p.insert("aud".into(), json!("productpage"));
+                p.insert("nonce".into(), json!("n-1"));
+            });
+            assert_eq!(
+                id(&sign_raw_es256(&header, &payload)),
+                Err(TokenError::NotAnIdToken),
+                "{typ}"
+            );
+        }
+    }
+
+    /// A valid ES256 token in both its forms: (low-S, high-S).
+    fn es256_twins() -> (String, String) {
+        es256_twins_of(&ec().sign(claims(keycloak_claims())).unwrap())
+    }
+
+    fn es256_twins_of(t: &str) -> (String, String) {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (input, sig) = t.rsplit_once('.').unwrap();
+        let sig = b64.decode(sig).unwrap();
+        let s = &sig[32..];
+        // n − s, with plain big-integer arithmetic on u128 halves.
+        let be = |b: &[u8]| u128::from_be_bytes(b.try_into().unwrap());
+        let (n_hi, n_lo) = (be(&P256_ORDER[..16]), be(&P256_ORDER[16..]));
+        let (s_hi, s_lo) = (be(&s[..16]), be(&s[16..]));
+        let (lo, borrow) = n_lo.overflowing_sub(s_lo);
+        let hi = n_hi - s_hi - u128::from(borrow);
+        let mut twin = sig[..32].to_vec();
+        twin.extend_from_slice(&hi.to_be_bytes());
+        twin.extend_from_slice(&lo.to_be_bytes());
+        let twin = format!("{input}.{}", b64.encode(&twin));
+        if s > &P256_HALF_ORDER[..] {
+            (twin, t.to_string())
+        } else {
+            (t.to_string(), twin)
+        }
+    }
+
+    #[test]
+    fn standard_signers_emit_high_s_half_the_time() {
+        // Why high-S twins are normalised rather than refused: refusing would refuse genuine
+        // tokens (RustCrypto here; Java's, Go's and Node's signers behave the same).
+        let high = (0..64)
+            .filter(|i| {
+                let mut c = claims(keycloak_claims());
+                c.jwt_id = Some(format!("jti-{i}"));
+                let t = ec().sign(c).unwrap();
+                let (low, _) = es256_twins_of(&t);
+                low != t
+            })
+            .count();
+        assert!(high > 0 && high < 64, "{high} of 64");
+    }
+
+    #[test]
+    fn an_es256_high_s_twin_is_the_same_token() {
+        let (low, high) = es256_twins();
+        assert_ne!(low, high);
+        let a = check(&low).unwrap();
+        let b = check(&high).unwrap();
+        assert_eq!(a, b);
+        // One cache entry for both: the twin is a hit (the empty key set proves it).
+        let mut cache = Cache::default();
+        assert!(cache.verify(&low, &keyset(), 1, &rules(), NOW).is_ok());
+        assert!(cache
+            .verify(&high, &KeySet::default(), 1, &rules(), NOW)
+            .is_ok());
+        assert_eq!(cache.len(), 1);
+        let mut cache = Cache::default();
+        assert!(cache.verify(&high, &keyset(), 1, &rules(), NOW).is_ok());
+        assert!(cache
+            .verify(&low, &KeySet::default(), 1, &rules(), NOW)
+            .is_ok());
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn es256_signatures_are_64_bytes_with_r_and_s_in_range() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (low, _) = es256_twins();
+        let (input, sig) = low.rsplit_once('.').unwrap();
+        let sig = b64.decode(sig).unwrap();
+        let with_sig = |bytes: &[u8]| format!("{input}.{}", b64.encode(bytes));
+        let mut long = sig.clone();
+        long.push(0);
+        let mut padded = vec![0u8];
+        padded.extend_from_slice(&sig);
+        for bad in [&sig[..63], &long[..], &padded[..], &[][..]] {
+            assert_eq!(
+                check(&with_sig(bad)).map(|_| ()),
+                Err(TokenError::Malformed),
+                "{} bytes",
+                bad.len()
+            );
+        }
+        let r = &sig[..32];
+        for s in [[0u8; 32], P256_ORDER, [0xff; 32]] {
+            let mut bad = r.to_vec();
+            bad.extend_from_slice(&s);
+            assert_eq!(
+                check(&with_sig(&bad)).map(|_| ()),
+                Err(TokenError::BadSignature)
+            );
+        }
     }
 
     #[test]

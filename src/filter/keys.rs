@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use super::flow::{Call, Waiter};
 use crate::config::Config;
-use crate::jwks::KeySet;
+use crate::jwks::{JwksError, KeySet, MAX_ENTRIES, MAX_JWKS_BYTES};
 use crate::keystore::{self, KeyStore};
 use crate::metrics::Event;
 use crate::session::{Names, Sealer};
@@ -37,9 +37,6 @@ pub struct Shared {
 }
 
 pub type SharedRef = Rc<RefCell<Shared>>;
-
-/// Largest JWKS body accepted.
-const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 impl Shared {
     pub fn new(config: Rc<Config>) -> SharedRef {
@@ -90,21 +87,20 @@ impl Shared {
     /// Reads the shared entry; true when it changed and was parsed.
     pub fn sync(&mut self) -> bool {
         let (value, cas) = host::get_shared(&self.data_key);
-        if cas.is_none() || cas == self.store.cas {
+        if self.store.is_current(cas) {
             return false;
         }
         let Some((fetched_at, body)) = value.as_deref().and_then(keystore::decode_entry) else {
             return false;
         };
-        self.store.cas = cas;
-        self.store.fetched_at_ms = fetched_at;
         match KeySet::parse(body) {
             Ok(set) => {
-                self.store.keys = Some(Rc::new(set));
-                self.store.version += 1;
+                self.store.install(set, cas, fetched_at);
                 true
             }
             Err(e) => {
+                self.store.cas = cas;
+                self.store.fetched_at_ms = fetched_at;
                 host::log(LogLevel::Warn, &format!("mesh-oidc: ignoring key set: {e}"));
                 false
             }
@@ -173,6 +169,8 @@ impl Shared {
             } else {
                 format!("status {status}")
             })
+        } else if body_size > MAX_JWKS_BYTES {
+            Err(JwksError::TooLarge.to_string())
         } else {
             KeySet::parse(&body).map_err(|e| e.to_string())
         };
@@ -189,17 +187,35 @@ impl Shared {
         }]);
         match outcome {
             Ok(set) => {
+                let not_read = if set.not_read > 0 {
+                    format!(
+                        ", {} not read (only the first {} entries are)",
+                        set.not_read, MAX_ENTRIES
+                    )
+                } else {
+                    String::new()
+                };
                 host::log(
-                    LogLevel::Info,
+                    if set.not_read > 0 {
+                        LogLevel::Warn
+                    } else {
+                        LogLevel::Info
+                    },
                     &format!(
-                        "mesh-oidc: key set fetched from {}: {} signing keys, {} skipped",
+                        "mesh-oidc: key set fetched from {}: {} signing keys, {} skipped{not_read}",
                         self.config.jwks.url,
                         set.keys.len(),
                         set.skipped
                     ),
                 );
-                let _ =
-                    host::set_shared(&self.data_key, &keystore::encode_entry(now_ms, &body), None);
+                // Parse once per VM: this VM keeps the set it just parsed, so the sync that
+                // follows finds the CAS it knows instead of parsing the same body again.
+                let entry = keystore::encode_entry(now_ms, &body);
+                if host::set_shared(&self.data_key, &entry, None) {
+                    let (read_back, cas) = host::get_shared(&self.data_key);
+                    self.store
+                        .adopt_published(set, &entry, read_back.as_deref(), cas);
+                }
             }
             Err(why) => host::log(
                 LogLevel::Warn,
