@@ -95,7 +95,7 @@ mod tests {
         );
         assert_eq!(
             i.rewrites,
-            vec![("cookie", Some(b"a=1; access_token=t".to_vec()))]
+            vec![("cookie", Some(b"access_token=t; a=1".to_vec()))]
         );
         // A skip path: nothing was checked, so nothing of the filter's goes on.
         let i = read(

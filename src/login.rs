@@ -810,7 +810,7 @@ pub fn finish_exchange(
         client_id_as_audience: None,
         clock_skew_seconds: env.config.rules.clock_skew_seconds,
     };
-    match token::verify(id_token, keys, &id_rules, env.now, Some(&tx.nonce)) {
+    match token::verify_id_token(id_token, keys, &id_rules, env.now, Some(&tx.nonce)) {
         Ok(_) => {}
         Err(TokenError::UnknownKey) if refetch_allowed => return Exchanged::RefetchKeys,
         Err(e) => {
@@ -821,16 +821,17 @@ pub fn finish_exchange(
             ))
         }
     }
-    let access = match token::verify(&tokens.access_token, keys, &env.config.rules, env.now, None) {
-        Ok(v) => v,
-        Err(e) => {
-            return Exchanged::Reply(fail(
-                502,
-                &format!("the access token is not accepted ({})", e.description()),
-                "access_token",
-            ))
-        }
-    };
+    let access =
+        match token::verify_access(&tokens.access_token, keys, None, &env.config.rules, env.now) {
+            Ok(v) => v,
+            Err(e) => {
+                return Exchanged::Reply(fail(
+                    502,
+                    &format!("the access token is not accepted ({})", e.description()),
+                    "access_token",
+                ))
+            }
+        };
     let session = Session {
         id_token: Some(id_token.to_string()),
         refresh_token: tokens.refresh_token.clone(),
@@ -1111,8 +1112,11 @@ mod tests {
         }
     }
 
+    /// Keycloak's ID token: its claims, `typ: ID`, the client as audience, the login's nonce.
     fn id_token(nonce: &str, aud: &str) -> String {
-        let mut c = claims(keycloak_claims());
+        let mut custom = keycloak_claims();
+        custom.insert("typ".into(), json!("ID"));
+        let mut c = claims(custom);
         c.audiences = Some(Audiences::AsString(aud.into()));
         c.nonce = Some(nonce.into());
         sign_rsa(c)
@@ -1336,7 +1340,7 @@ mod tests {
         };
         assert_eq!(
             String::from_utf8(fwd.cookie_header.unwrap()).unwrap(),
-            format!("a=1; access_token={t}")
+            format!("access_token={t}; a=1")
         );
         // A bearer alone: no cookie is made up for it.
         let mut bearer = page("/", "a=1");
@@ -1791,6 +1795,30 @@ mod tests {
             let page = String::from_utf8_lossy(&r.body).to_string();
             assert!(!page.contains("Code not valid") && page.contains("rid-1"));
         }
+    }
+
+    #[test]
+    fn an_access_token_is_not_taken_as_the_id_token() {
+        let f = fixture();
+        let (tx, cookie) = begin(&f, "/");
+        let mut c = claims(keycloak_claims());
+        c.audiences = Some(Audiences::AsString("productpage".into()));
+        c.nonce = Some(tx.nonce.clone());
+        let access_as_id = sign_rsa(c);
+        let body = token_body(&valid_token(), &access_as_id, None);
+        let Exchanged::Reply(r) = finish_exchange(
+            &f.env(),
+            &page("/callback", &cookie),
+            &tx,
+            vec![],
+            200,
+            &body,
+            true,
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.status, 502);
+        assert!(String::from_utf8_lossy(&r.body).contains("not an ID token"));
     }
 
     #[test]

@@ -362,6 +362,15 @@ pub fn forwarded_cookies(
     verified: Option<&[u8]>,
 ) -> Option<Vec<u8>> {
     let mut out: Vec<u8> = Vec::with_capacity(cookie_header.len());
+    let mut pending = verified;
+    let push = |out: &mut Vec<u8>, parts: &[&[u8]]| {
+        if !out.is_empty() {
+            out.extend_from_slice(b"; ");
+        }
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+    };
     for piece in cookie_header.split(|b| *b == b';') {
         let piece = piece.trim_ascii();
         let name = piece
@@ -369,21 +378,20 @@ pub fn forwarded_cookies(
             .next()
             .unwrap_or_default()
             .trim_ascii();
-        if piece.is_empty() || names.in_namespace(name) {
+        if piece.is_empty() {
             continue;
         }
-        if !out.is_empty() {
-            out.extend_from_slice(b"; ");
+        if !names.in_namespace(name) {
+            push(&mut out, &[piece]);
+        } else if name == names.access.as_bytes() {
+            // The verified token takes the place of the first access-token cookie.
+            if let Some(token) = pending.take() {
+                push(&mut out, &[names.access.as_bytes(), b"=", token]);
+            }
         }
-        out.extend_from_slice(piece);
     }
-    if let Some(token) = verified {
-        if !out.is_empty() {
-            out.extend_from_slice(b"; ");
-        }
-        out.extend_from_slice(names.access.as_bytes());
-        out.push(b'=');
-        out.extend_from_slice(token);
+    if let Some(token) = pending {
+        push(&mut out, &[names.access.as_bytes(), b"=", token]);
     }
     (!out.is_empty()).then_some(out)
 }
@@ -502,7 +510,7 @@ mod tests {
         let h = b"a=1; access_token=t; access_token=forged; access_token_1=x; access_token_session=s; access_token_tx_abc=x; access_token_77=z; b=2";
         assert_eq!(
             forwarded_cookies(h, &n, Some(b"t")).unwrap(),
-            b"a=1; b=2; access_token=t".to_vec()
+            b"a=1; access_token=t; b=2".to_vec()
         );
         assert_eq!(
             forwarded_cookies(h, &n, None).unwrap(),

@@ -520,6 +520,25 @@ fn before_expiry(now: u64, expires_at: u64, skew: u64) -> bool {
     now < expires_at.saturating_add(skew)
 }
 
+/// The client a token was issued to (B2+): `azp` when present (OpenID Connect), else RFC 9068's
+/// `client_id`, else the audience when it is the only one (OpenID Connect Core §2). A present but
+/// malformed `azp` names no one.
+fn authorized_party<'a>(
+    custom: &'a Map<String, Value>,
+    audiences: &'a [String],
+) -> Option<&'a str> {
+    match custom.get("azp") {
+        Some(azp) => azp.as_str(),
+        None => match custom.get("client_id") {
+            Some(client) => client.as_str(),
+            None => match audiences {
+                [only] => Some(only.as_str()),
+                _ => None,
+            },
+        },
+    }
+}
+
 fn finish(
     token: &str,
     header: &Header,
@@ -555,7 +574,7 @@ fn finish(
         Some(Audiences::AsString(s)) => vec![s.clone()],
         Some(Audiences::AsSet(set)) => set.iter().cloned().collect(),
     };
-    let azp = claims.custom.get("azp").and_then(Value::as_str);
+    let azp = authorized_party(&claims.custom, &audiences);
 
     if !rules.audiences.is_empty() && !audiences.iter().any(|a| rules.audiences.contains(a)) {
         return Err(TokenError::WrongAudience);
@@ -892,6 +911,39 @@ mod tests {
         );
         r.audiences = vec!["account".into()];
         assert!(verify(&valid_token(), &keyset(), &r, NOW, None).is_ok());
+    }
+
+    #[test]
+    fn the_authorized_party_is_azp_else_client_id_else_the_only_audience() {
+        // RFC 9068 (glewlwyd and others): `client_id`, no `azp`.
+        let t = with(|c| {
+            c.custom.remove("azp");
+            c.custom.insert("client_id".into(), json!("productpage"));
+        });
+        assert!(check(&t).is_ok());
+        // `azp` decides when present, whatever `client_id` says.
+        let t = with(|c| {
+            c.custom.insert("azp".into(), json!("someone-else"));
+            c.custom.insert("client_id".into(), json!("productpage"));
+        });
+        assert_eq!(check(&t), Err(TokenError::WrongAuthorizedParty));
+        let t = with(|c| {
+            c.custom.insert("azp".into(), json!(7));
+        });
+        assert_eq!(check(&t), Err(TokenError::WrongAuthorizedParty));
+        // No azp, no client_id: the sole audience is the party; several audiences name no one.
+        let t = with(|c| {
+            c.custom.remove("azp");
+            c.audiences = Some(Audiences::AsString("productpage".into()));
+        });
+        assert!(check(&t).is_ok());
+        let t = with(|c| {
+            c.custom.remove("azp");
+            c.audiences = Some(Audiences::AsSet(
+                ["productpage".to_string(), "other".to_string()].into(),
+            ));
+        });
+        assert_eq!(check(&t), Err(TokenError::WrongAuthorizedParty));
     }
 
     #[test]
