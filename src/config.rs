@@ -305,7 +305,6 @@ pub struct Config {
     pub rules: TokenRules,
     pub jwks: Endpoint,
     pub introspection_endpoint: Option<Endpoint>,
-    pub userinfo_endpoint: Option<Endpoint>,
     pub cluster: String,
     pub cookie: CookieConfig,
     pub skip_paths: Vec<PathMatch>,
@@ -874,9 +873,8 @@ fn build(root: &mut Obj) -> Result<Config, ConfigError> {
     let introspection_endpoint = endpoints
         .remove("introspection_endpoint")
         .map(Endpoint::from_url);
-    let userinfo_endpoint = endpoints
-        .remove("userinfo_endpoint")
-        .map(Endpoint::from_url);
+    // Checked above like every endpoint; nothing calls userinfo (the token carries the claims).
+    endpoints.remove("userinfo_endpoint");
 
     let mode = if login {
         if client_id.is_none() {
@@ -928,7 +926,6 @@ fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         },
         jwks: Endpoint::from_url(jwks),
         introspection_endpoint,
-        userinfo_endpoint,
         cluster,
         cookie,
         skip_paths,
@@ -1236,10 +1233,6 @@ mod tests {
         assert_eq!(
             c.introspection_endpoint.unwrap().path,
             "/realms/dev/protocol/openid-connect/token/introspect"
-        );
-        assert_eq!(
-            c.userinfo_endpoint.unwrap().path,
-            "/realms/dev/protocol/openid-connect/userinfo"
         );
         assert_eq!(
             c.cluster,
@@ -1673,10 +1666,6 @@ mod tests {
         assert_eq!(
             l.end_session_endpoint.as_ref().unwrap().as_str(),
             "https://sso.example.com/realms/dev/protocol/openid-connect/logout"
-        );
-        assert_eq!(
-            c.userinfo_endpoint.unwrap().path,
-            "/realms/dev/protocol/openid-connect/userinfo"
         );
 
         let mut both = v.clone();

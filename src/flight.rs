@@ -84,6 +84,54 @@ pub fn decode(bytes: &[u8]) -> Slot<'_> {
     parse(bytes).unwrap_or(Slot::Free)
 }
 
+/// What a request that must refresh does with its token's slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Another request's answer for this token is there: use it.
+    Use { status: u32, body: Vec<u8> },
+    /// Another request is refreshing this token: wait for its answer.
+    Wait,
+    /// Write `value` to the slot (with the CAS it was read with), then call the provider and
+    /// publish the answer; if the write loses a race, wait instead.
+    Take { value: Vec<u8> },
+    /// The slot is busy with another token: refresh without sharing.
+    Bypass,
+}
+
+/// The plan for refreshing `slot` (see [`crate::login::refresh_slot`]) when the slot holds
+/// `current`: a pending mark lasts the call's timeout and [`crate::pending::GRACE_MS`].
+pub fn plan(slot: &str, current: &[u8], now_ms: u64, timeout_ms: u64) -> Plan {
+    let mine = digest(slot);
+    let decoded = decode(current);
+    match (step(&decoded, mine, now_ms), decoded) {
+        (Step::Use, Slot::Done { status, body, .. }) => Plan::Use {
+            status,
+            body: body.to_vec(),
+        },
+        (Step::Wait, _) => Plan::Wait,
+        (Step::Take, _) => {
+            let until = now_ms
+                .saturating_add(timeout_ms)
+                .saturating_add(crate::pending::GRACE_MS);
+            Plan::Take {
+                value: encode_pending(mine, until),
+            }
+        }
+        (Step::Use | Step::Bypass, _) => Plan::Bypass,
+    }
+}
+
+/// The slot's content after its owner gave up (its request is gone): a pending mark that has
+/// already run out, so the next request takes the slot. `None` when the slot holds something
+/// else (an answer, or another token's refresh).
+pub fn release(slot: &str, current: &[u8]) -> Option<Vec<u8>> {
+    let mine = digest(slot);
+    match decode(current) {
+        Slot::Pending { digest, .. } if digest == mine => Some(encode_pending(mine, 0)),
+        _ => None,
+    }
+}
+
 pub fn step(slot: &Slot, mine: &[u8], now_ms: u64) -> Step {
     match slot {
         Slot::Free => Step::Take,
@@ -125,6 +173,50 @@ mod tests {
         assert_eq!(step(&decode(&done), me, 1_500), Step::Use);
         assert_eq!(step(&decode(&done), b"zzz", 1_500), Step::Bypass);
         assert_eq!(step(&decode(&done), b"zzz", 2_000), Step::Take);
+    }
+
+    #[test]
+    fn the_plan_for_a_slot() {
+        let slot = "3:abc";
+        assert_eq!(
+            plan(slot, b"", 100, 5_000),
+            Plan::Take {
+                value: encode_pending(b"abc", 6_100)
+            }
+        );
+        assert_eq!(
+            plan(slot, &encode_pending(b"abc", 6_100), 200, 5_000),
+            Plan::Wait
+        );
+        assert_eq!(
+            plan(slot, &encode_pending(b"xyz", 6_100), 200, 5_000),
+            Plan::Bypass
+        );
+        assert_eq!(
+            plan(slot, &encode_done(b"abc", 9_000, 200, b"{}"), 300, 5_000),
+            Plan::Use {
+                status: 200,
+                body: b"{}".to_vec()
+            }
+        );
+        assert!(matches!(
+            plan(slot, &encode_pending(b"abc", 6_100), 6_100, 5_000),
+            Plan::Take { .. }
+        ));
+    }
+
+    #[test]
+    fn an_owner_that_gives_up_frees_its_slot() {
+        let slot = "3:abc";
+        let pending = encode_pending(b"abc", 9_000);
+        let released = release(slot, &pending).unwrap();
+        assert!(matches!(
+            plan(slot, &released, 100, 5_000),
+            Plan::Take { .. }
+        ));
+        assert_eq!(release(slot, &encode_pending(b"xyz", 9_000)), None);
+        assert_eq!(release(slot, &encode_done(b"abc", 9_000, 200, b"{}")), None);
+        assert_eq!(release(slot, b""), None);
     }
 
     #[test]

@@ -17,6 +17,78 @@ pub struct Inbound {
     pub rewrites: Vec<(&'static str, Option<Vec<u8>>)>,
 }
 
+/// A request's headers, read once with one host call (names lower-case, values as bytes).
+pub struct Headers(pub Vec<(String, Vec<u8>)>);
+
+impl Headers {
+    pub fn bytes(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.bytes(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The `Cookie` header; HTTP/2 may send several, which count as one list.
+    pub fn cookies(&self) -> Option<Vec<u8>> {
+        let mut parts = self.all("cookie");
+        let first = parts.next()?.to_vec();
+        Some(parts.fold(first, |mut all, v| {
+            all.extend_from_slice(b"; ");
+            all.extend_from_slice(v);
+            all
+        }))
+    }
+
+    /// The login-mode request. `connection_is_tls` is asked only when an untrusted
+    /// `x-forwarded-proto` is present (see [`web::request_scheme`]).
+    pub fn login_request(
+        &self,
+        path: String,
+        cookies: Vec<u8>,
+        trust_forwarded_proto: bool,
+        connection_is_tls: impl FnOnce() -> bool,
+    ) -> crate::login::Request {
+        let owned = |name: &str| self.text(name).map(str::to_string);
+        crate::login::Request {
+            method: owned(":method").unwrap_or_default(),
+            path,
+            scheme: web::request_scheme(
+                self.text(":scheme"),
+                self.text("x-forwarded-proto"),
+                trust_forwarded_proto,
+                connection_is_tls,
+            ),
+            host: owned(":authority").unwrap_or_default(),
+            accept: owned("accept"),
+            sec_fetch_mode: owned("sec-fetch-mode"),
+            sec_fetch_dest: owned("sec-fetch-dest"),
+            requested_with: owned("x-requested-with"),
+            cookies,
+            authorizations: self.all("authorization").map(<[u8]>::to_vec).collect(),
+            request_id: self.request_id(),
+        }
+    }
+
+    pub fn request_id(&self) -> String {
+        web::request_id(self.text("x-request-id"))
+    }
+}
+
 /// The answer to a request that carries two different access tokens (B6).
 pub fn conflict_reply() -> Reply {
     web::unauthorized(Some("more than one access token in the request"))

@@ -38,18 +38,6 @@ impl Alg {
             _ => return None,
         })
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Alg::RS256 => "RS256",
-            Alg::RS384 => "RS384",
-            Alg::RS512 => "RS512",
-            Alg::PS256 => "PS256",
-            Alg::PS384 => "PS384",
-            Alg::PS512 => "PS512",
-            Alg::ES256 => "ES256",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,10 +142,6 @@ impl KeySet {
 
     pub fn by_kid(&self, kid: &str) -> Option<&Jwk> {
         self.keys.iter().find(|k| k.kid.as_deref() == Some(kid))
-    }
-
-    pub fn has_kid(&self, kid: &str) -> bool {
-        self.by_kid(kid).is_some()
     }
 }
 
@@ -395,7 +379,7 @@ mod tests {
         let set = parse_entries(many);
         assert_eq!(set.keys.len(), MAX_ENTRIES);
         assert_eq!(set.not_read, 41 - MAX_ENTRIES);
-        assert!(!set.has_kid("late"));
+        assert!(set.by_kid("late").is_none());
     }
 
     #[test]

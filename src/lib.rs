@@ -13,20 +13,29 @@
 )]
 
 pub mod config;
+pub mod engine;
 pub mod flight;
+pub mod flow;
+pub mod host;
 pub mod inbound;
 pub mod jwks;
 pub mod keystore;
 pub mod login;
 pub mod metrics;
 pub mod paths;
+pub mod pending;
 pub mod replay;
 pub mod rsa;
 pub mod session;
 pub mod token;
 pub mod validate;
+pub mod vm;
 pub mod web;
 
+#[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
+mod fakehost;
 #[cfg(test)]
 mod testkit;
 

@@ -34,7 +34,7 @@ pub fn pkce_challenge(verifier: &str) -> String {
 }
 
 /// A login-mode request, as much of it as the decisions need (owned: a request may wait).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Request {
     pub method: String,
     /// Path with its query.
@@ -50,6 +50,20 @@ pub struct Request {
     /// Every `Authorization` header (two different ones are refused, B6).
     pub authorizations: Vec<Vec<u8>>,
     pub request_id: String,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Cookies and credentials stay out; the path may carry a code, so only its length shows.
+        write!(
+            f,
+            "Request({} [{} bytes of path] host {:?}, id {})",
+            self.method,
+            self.path.len(),
+            self.host,
+            self.request_id
+        )
+    }
 }
 
 impl Request {
@@ -126,7 +140,7 @@ impl std::fmt::Debug for TokenCall {
 }
 
 /// The request goes on to the service.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Forward {
     /// Headers to set: the bearer token and the claim headers.
     pub set_headers: Vec<(String, String)>,
@@ -135,6 +149,17 @@ pub struct Forward {
     /// `Set-Cookie` values to add to the service's response (after a refresh).
     pub response_cookies: Vec<String>,
     pub events: Vec<Event>,
+}
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.set_headers.iter().map(|(n, _)| n.as_str()).collect();
+        write!(
+            f,
+            "Forward(sets {names:?}, {} response cookies, [redacted])",
+            self.response_cookies.len()
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -396,16 +421,13 @@ fn unauthenticated(
     invalid: Option<TokenError>,
 ) -> Reply {
     if !req.is_page() {
-        let mut reply = match invalid {
+        let reply = match invalid {
             Some(e) => {
                 web::unauthorized(Some(e.description())).counting(Event::TokenRejected(e.reason()))
             }
             None => web::unauthorized(None).counting(Event::TokenRejected("missing")),
         };
-        for c in clears {
-            reply.headers.push(("set-cookie".into(), c));
-        }
-        return reply;
+        return reply.with_cookies(clears);
     }
     start_login(env, req, rng, clears)
 }
@@ -494,30 +516,26 @@ fn stale_transactions(env: &Env, req: &Request, a: &Attributes) -> Vec<String> {
 /// 400 for a request whose `Host` is not one of `public_origins` (or is unusable): no redirect
 /// is ever built from it.
 fn wrong_host(req: &Request, clears: Vec<String>) -> Reply {
-    let mut reply = error_page(
+    error_page(
         400,
         "This site is not served under the host name in the request.",
         &req.request_id,
     )
-    .counting(Event::CallbackFailed("host"));
-    reply
-        .headers
-        .extend(clears.into_iter().map(|c| ("set-cookie".to_string(), c)));
-    reply
+    .counting(Event::CallbackFailed("host"))
+    .with_cookies(clears)
 }
 
 fn redirect(location: &str, cookies: Vec<String>) -> Reply {
-    let mut headers = vec![
-        ("location".to_string(), location.to_string()),
-        ("cache-control".to_string(), "no-store".to_string()),
-    ];
-    headers.extend(cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));
     Reply {
         status: 302,
-        headers,
+        headers: vec![
+            ("location".to_string(), location.to_string()),
+            ("cache-control".to_string(), "no-store".to_string()),
+        ],
         body: Vec::new(),
         events: Vec::new(),
     }
+    .with_cookies(cookies)
 }
 
 /// A same-origin path to send the browser back to, or `None` (L2: never another host).
@@ -602,16 +620,13 @@ fn callback(env: &Env, req: &Request) -> Action {
             .take(64)
             .collect();
         let status = if code == "access_denied" { 403 } else { 400 };
-        let mut reply = error_page(
+        let reply = error_page(
             status,
             &format!("The identity provider refused the sign-in ({code})."),
             &req.request_id,
         )
         .counting(Event::CallbackFailed("provider_error"));
-        reply
-            .headers
-            .extend(clear_tx.into_iter().map(|c| ("set-cookie".into(), c)));
-        return Action::Reply(reply);
+        return Action::Reply(reply.with_cookies(clear_tx));
     }
     let (Some(code), Some(state), Some(tx_name)) = (code, state, tx_name) else {
         return Action::Reply(
@@ -628,16 +643,13 @@ fn callback(env: &Env, req: &Request) -> Action {
         .and_then(|v| env.sealer.open::<Transaction>(v, env.now))
         .filter(|tx| constant_time_eq(tx.state.as_bytes(), state.as_bytes()));
     let Some(tx) = tx else {
-        let mut reply = error_page(
+        let reply = error_page(
             400,
             "This sign-in does not match one started in this browser, or it took too long. Please start again.",
             &req.request_id,
         )
         .counting(Event::CallbackFailed("state"));
-        reply
-            .headers
-            .extend(clear_tx.into_iter().map(|c| ("set-cookie".into(), c)));
-        return Action::Reply(reply);
+        return Action::Reply(reply.with_cookies(clear_tx));
     };
     let call = env.token_call(vec![
         ("grant_type", "authorization_code"),
@@ -657,16 +669,13 @@ fn callback(env: &Env, req: &Request) -> Action {
 
 /// L2+: the callback's state was used before in this Envoy process.
 pub fn replayed(req: &Request, clears: &[String]) -> Reply {
-    let mut reply = error_page(
+    error_page(
         400,
         "This sign-in response was already used. Please start again.",
         &req.request_id,
     )
-    .counting(Event::CallbackFailed("replayed"));
-    reply
-        .headers
-        .extend(clears.iter().map(|c| ("set-cookie".to_string(), c.clone())));
-    reply
+    .counting(Event::CallbackFailed("replayed"))
+    .with_cookies(clears.iter().cloned())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -779,12 +788,9 @@ pub fn finish_exchange(
 ) -> Exchanged {
     let rid = &req.request_id;
     let fail = |status: u32, why: &str, reason: &'static str| {
-        let mut reply = error_page(status, &format!("Sign-in failed: {why}."), rid)
-            .counting(Event::CallbackFailed(reason));
-        reply
-            .headers
-            .extend(clears.iter().map(|c| ("set-cookie".to_string(), c.clone())));
-        reply
+        error_page(status, &format!("Sign-in failed: {why}."), rid)
+            .counting(Event::CallbackFailed(reason))
+            .with_cookies(clears.iter().cloned())
     };
     let tokens = match token_response(status, body) {
         Ok(t) => t,
@@ -854,17 +860,14 @@ pub fn finish_exchange(
 }
 
 /// The page for a code exchange whose ID token could not be checked in time.
-pub fn keys_missing_page(req: &Request, clears: &[String]) -> Reply {
-    let mut reply = error_page(
+pub fn keys_missing_page(request_id: &str, clears: &[String]) -> Reply {
+    error_page(
         503,
         "Sign-in failed: the signing keys are not available yet. Please try again.",
-        &req.request_id,
+        request_id,
     )
-    .counting(Event::CallbackFailed("keys"));
-    reply
-        .headers
-        .extend(clears.iter().map(|c| ("set-cookie".to_string(), c.clone())));
-    reply
+    .counting(Event::CallbackFailed("keys"))
+    .with_cookies(clears.iter().cloned())
 }
 
 /// L5: the token endpoint answered a refresh. Success: the same request goes on with the new
@@ -1900,7 +1903,7 @@ mod tests {
             panic!()
         };
         assert_eq!(r.status, 502);
-        assert_eq!(keys_missing_page(&req, &[]).status, 503);
+        assert_eq!(keys_missing_page(&req.request_id, &[]).status, 503);
     }
 
     fn session_cookie(f: &Fixture, s: &Session) -> String {

@@ -18,7 +18,7 @@ pub const TRANSACTION_TTL: u64 = 600;
 pub const MAX_TRANSACTIONS: usize = 4;
 
 /// What a login in flight must remember between the redirect and the callback (L1).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 /// Short field names keep the cookie small (and stay clear of the JWT claim names, such as
 /// `nonce`, that the sealing format itself uses).
 pub struct Transaction {
@@ -36,12 +36,29 @@ pub struct Transaction {
 }
 
 /// What logout and refresh need (L2).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Session {
     #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Transaction([redacted])")
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Session(id token: {}, refresh token: {}, [redacted])",
+            self.id_token.is_some(),
+            self.refresh_token.is_some()
+        )
+    }
 }
 
 /// Seals with the first key of `session_secret`, opens with any of them (rotation).
@@ -421,6 +438,24 @@ mod tests {
             id_token: Some("id.token.x".into()),
             refresh_token: Some("refresh".into()),
         }
+    }
+
+    #[test]
+    fn sessions_and_transactions_never_print_their_secrets() {
+        let shown = format!("{:?}", session());
+        assert!(
+            !shown.contains("refresh\"") && !shown.contains("id.token"),
+            "{shown}"
+        );
+        let tx = Transaction {
+            state: "the-state".into(),
+            nonce: "the-nonce".into(),
+            verifier: "the-verifier".into(),
+            path: "/p".into(),
+            redirect_uri: "http://x/cb".into(),
+        };
+        let shown = format!("{tx:?}");
+        assert!(!shown.contains("the-"), "{shown}");
     }
 
     #[test]

@@ -4,13 +4,26 @@
 use crate::metrics::Event;
 
 /// A response the filter sends itself instead of forwarding the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Reply {
     pub status: u32,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// What to count for this reply.
     pub events: Vec<Event>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Set-Cookie values hold tokens and Location holds state and nonce: names only.
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        write!(
+            f,
+            "Reply({} {names:?}, {} bytes)",
+            self.status,
+            self.body.len()
+        )
+    }
 }
 
 impl Reply {
@@ -40,6 +53,13 @@ impl Reply {
 
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Reply {
         self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// The one way a reply sets cookies: a `Set-Cookie` header each.
+    pub fn with_cookies(mut self, cookies: impl IntoIterator<Item = String>) -> Reply {
+        self.headers
+            .extend(cookies.into_iter().map(|c| ("set-cookie".to_string(), c)));
         self
     }
 }

@@ -1,113 +1,72 @@
-//! The root context: configuration, the key-set timer, and the HTTP contexts it creates.
+//! The root context: configuration and the timer, handed to the engine.
 
-use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use proxy_wasm::types::ContextType;
 
-use super::flow;
-use super::host;
+use super::host::{self, Envoy};
 use super::http::Request;
-use super::keys::{Shared, SharedRef};
-use crate::config::Config;
-
-/// The first tick comes at once so that the key set is fetched right after start.
-const FIRST_TICK: Duration = Duration::from_millis(1);
-/// Then: pick up key sets other VMs fetched, time out waiting requests, refresh when due.
-const TICK: Duration = Duration::from_millis(200);
+use crate::engine;
+use crate::host::{Host, Level};
+use crate::vm::VmRef;
 
 pub struct Root {
     context_id: u32,
-    shared: Option<SharedRef>,
-    ticked: bool,
+    vm: Option<VmRef>,
+    tick_ms: u64,
 }
 
 impl Root {
     pub fn new(context_id: u32) -> Self {
         Root {
             context_id,
-            shared: None,
-            ticked: false,
+            vm: None,
+            tick_ms: 0,
+        }
+    }
+
+    fn set_tick(&mut self, ms: u64) {
+        if ms != self.tick_ms
+            && proxy_wasm::hostcalls::set_tick_period(Duration::from_millis(ms)).is_ok()
+        {
+            self.tick_ms = ms;
         }
     }
 }
 
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
-        if let Some(shared) = &self.shared {
-            let now = host::now_ms();
-            if flow::on_call_response(shared, token, body_size, self.context_id) {
-                return;
-            }
-            let handled = shared.borrow_mut().on_jwks_response(token, body_size, now);
-            if handled {
-                shared.borrow_mut().sync();
-                flow::settle(shared, now, self.context_id);
-            }
+        if let Some(vm) = &self.vm {
+            engine::call_response(&Envoy, vm, self.context_id, token, body_size);
         }
     }
 }
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _: usize) -> bool {
-        host::log(
-            LogLevel::Info,
-            concat!("mesh-oidc ", env!("CARGO_PKG_VERSION"), " started"),
-        );
+        Envoy.log(Level::Info, &engine::version());
         true
     }
 
     fn on_configure(&mut self, _: usize) -> bool {
-        let bytes = host::plugin_configuration().unwrap_or_default();
-        match Config::parse(&bytes) {
-            Ok(config) => {
-                host::log(
-                    LogLevel::Info,
-                    &format!(
-                        "mesh-oidc: configured ({} mode, issuer {}, keys from {} via cluster {})",
-                        if config.login().is_some() {
-                            "login"
-                        } else {
-                            "validate"
-                        },
-                        config.rules.issuer,
-                        config.jwks.url,
-                        config.cluster
-                    ),
-                );
-                self.shared = Some(Shared::new(Rc::new(config)));
-                self.ticked = false;
-                let _ = proxy_wasm::hostcalls::set_tick_period(FIRST_TICK);
-                true
-            }
-            Err(e) => {
-                host::log(
-                    LogLevel::Error,
-                    &format!("mesh-oidc: invalid configuration: {e}"),
-                );
-                false
-            }
-        }
+        self.vm = engine::configure(&Envoy, &host::plugin_configuration());
+        // The first tick comes at once, so that the key set is fetched right after start.
+        self.tick_ms = 0;
+        self.set_tick(1);
+        self.vm.is_some()
     }
 
     fn on_tick(&mut self) {
-        if !self.ticked {
-            self.ticked = true;
-            let _ = proxy_wasm::hostcalls::set_tick_period(TICK);
+        if let Some(vm) = self.vm.clone() {
+            let next = engine::tick(&Envoy, &vm, self.context_id);
+            self.set_tick(next);
         }
-        let Some(shared) = &self.shared else {
-            return;
-        };
-        let now = host::now_ms();
-        shared.borrow_mut().sync();
-        flow::settle(shared, now, self.context_id);
-        shared.borrow_mut().maybe_fetch(now);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.clone()?;
-        Some(Box::new(Request::new(context_id, shared)))
+        let vm = self.vm.clone()?;
+        Some(Box::new(Request { context_id, vm }))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -1,0 +1,202 @@
+//! The engine: what the filter does at each proxy-wasm callback, driven through [`Host`]. The
+//! proxy-wasm layer (`filter/`) calls these functions and does nothing else; the tests call them
+//! with a fake host.
+
+use crate::config::Config;
+use crate::flow::{self, Outcome, Snapshot, State};
+use crate::host::{Host, HostRandom, Level};
+use crate::inbound::{self, Headers};
+use crate::login;
+use crate::validate;
+use crate::vm::{self, Vm, VmRef};
+
+/// How often the root context ticks while requests wait or no key set has arrived yet.
+pub const BUSY_TICK_MS: u64 = 200;
+/// How often it ticks otherwise: the key-set schedule is in seconds.
+pub const IDLE_TICK_MS: u64 = 1_000;
+
+/// The version line logged once when the VM starts.
+pub fn version() -> String {
+    let hash = option_env!("MESH_OIDC_GIT_HASH").unwrap_or("unknown");
+    format!(
+        "mesh-oidc {} (git {hash}) started",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Parses the plugin configuration: the VM's state, or `None` after one log line that names the
+/// key and what is wrong with it.
+pub fn configure(h: &dyn Host, bytes: &[u8]) -> Option<VmRef> {
+    let config = match Config::parse(bytes) {
+        Ok(config) => config,
+        Err(e) => {
+            h.log(
+                Level::Error,
+                &format!("mesh-oidc: invalid configuration: {e}"),
+            );
+            return None;
+        }
+    };
+    h.log(
+        Level::Info,
+        &format!(
+            "mesh-oidc: configured ({} mode, issuer {}, keys from {} via cluster {})",
+            if config.login().is_some() {
+                "login"
+            } else {
+                "validate"
+            },
+            config.rules.issuer,
+            config.jwks.url,
+            config.cluster
+        ),
+    );
+    Vm::new(config)
+}
+
+/// The root context's timer, in context `root`: key sets other VMs fetched, waits that are over,
+/// a fetch that is due. Returns the tick period wanted next (ms).
+pub fn tick(h: &dyn Host, vm: &VmRef, root: u32) -> u64 {
+    let now = h.now_ms();
+    vm::sync(h, vm);
+    flow::settle(h, vm, now, root);
+    vm::maybe_fetch(h, vm, now);
+    let v = vm.borrow();
+    if v.is_idle() && v.store.keys.is_some() && !v.store.fetch_in_flight(now) {
+        IDLE_TICK_MS
+    } else {
+        BUSY_TICK_MS
+    }
+}
+
+/// A request's headers, in context `ctx`.
+pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
+    let (config, names) = {
+        let v = vm.borrow();
+        (v.config.clone(), v.names.clone())
+    };
+    let headers = Headers(h.request_headers());
+    // B3: a client can never set a claim header itself, in any spelling, skip paths included.
+    for name in headers.names() {
+        if validate::is_claim_header(&config, name) {
+            h.set_request_header(name, None);
+        }
+    }
+    let path = String::from_utf8_lossy(headers.bytes(":path").unwrap_or_default()).into_owned();
+    let cookie = headers.cookies();
+    let skipped = config.is_skipped(&path);
+    let login = config.login().is_some();
+    // B6, read here for validate mode and skip paths; login mode reads it in its decisions.
+    let read = (!login || skipped).then(|| {
+        let auths: Vec<&[u8]> = headers.all("authorization").collect();
+        inbound::read(&auths, cookie.as_deref(), &names, skipped)
+    });
+    if skipped {
+        let read = read.unwrap_or_default();
+        if read.conflict {
+            h.send_reply(&inbound::conflict_reply());
+            return Outcome::Pause;
+        }
+        for (name, value) in &read.rewrites {
+            h.set_request_header(name, value.as_deref());
+        }
+        return Outcome::Continue;
+    }
+    let request_id = headers.request_id();
+    let state = match read {
+        None => State {
+            login: Some(headers.login_request(
+                path,
+                cookie.unwrap_or_default(),
+                config.trust_forwarded_proto,
+                || h.connection_is_tls(),
+            )),
+            request_id,
+            ..State::default()
+        },
+        Some(read) => State {
+            token: read.token.map(std::rc::Rc::from),
+            conflict: read.conflict,
+            rewrites: read.rewrites,
+            request_id,
+            ..State::default()
+        },
+    };
+    let state = std::rc::Rc::new(std::cell::RefCell::new(state));
+    vm.borrow_mut().requests.insert(ctx, state.clone());
+    flow::run(h, vm, &state, ctx, true, false)
+}
+
+/// The service's response headers, in context `ctx`: cookies from a refresh, and L7.
+pub fn response_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
+    let state = vm.borrow().requests.get(&ctx).cloned();
+    let Some(state) = state else {
+        return Outcome::Continue;
+    };
+    let login_req = state.borrow().login.clone();
+    let Some(req) = login_req else {
+        return Outcome::Continue;
+    };
+    let cookies = std::mem::take(&mut state.borrow_mut().response_cookies);
+    for c in &cookies {
+        h.add_response_header("set-cookie", c);
+    }
+    if !cookies.is_empty() {
+        // L1+: a response that sets the session must never be stored by a shared cache.
+        h.set_response_header("cache-control", "no-store");
+    }
+    if h.response_status() != 401 {
+        return Outcome::Continue;
+    }
+    // L7: the service refused the token on a page request.
+    let now_ms = h.now_ms();
+    let snap = Snapshot::take(vm, now_ms);
+    let Some(env) = snap.env(now_ms) else {
+        return Outcome::Continue;
+    };
+    match login::upstream_401(&env, &req, &mut HostRandom(h)) {
+        Some(reply) => {
+            h.log(
+                Level::Info,
+                &format!(
+                    "mesh-oidc[{}]: the service answered 401; acting per on_upstream_401",
+                    req.request_id
+                ),
+            );
+            vm::count(h, vm, &reply.events);
+            h.send_reply(&reply);
+            Outcome::Pause
+        }
+        None => Outcome::Continue,
+    }
+}
+
+/// A dispatched call's answer, heard in context `current` (the root or a request's).
+pub fn call_response(h: &dyn Host, vm: &VmRef, current: u32, token: u32, body_size: usize) {
+    if flow::on_call_response(h, vm, token, body_size, current) {
+        return;
+    }
+    let now = h.now_ms();
+    if vm::on_keys_response(h, vm, token, body_size, now) {
+        vm::sync(h, vm);
+        flow::settle(h, vm, now, current);
+        return;
+    }
+    // Not known yet: an answer that came before its dispatch returned.
+    flow::keep_early(h, vm, token, body_size);
+}
+
+/// The request's stream is over (answered, or reset by the client): forget it. A refresh that
+/// others wait for is given up (Envoy cancels the gone stream's call), so that one of them takes
+/// the slot over at the next tick instead of waiting out its deadline.
+pub fn done(h: &dyn Host, vm: &VmRef, ctx: u32) {
+    let slots = vm.borrow_mut().forget(ctx);
+    for slot in slots {
+        let key = crate::flight::key(&slot);
+        let (value, cas) = h.get_shared(&key);
+        if let Some(released) = crate::flight::release(&slot, value.as_deref().unwrap_or_default())
+        {
+            let _ = h.set_shared(&key, &released, cas);
+        }
+    }
+}

@@ -1,0 +1,682 @@
+//! The engine driven through the fake host: waits, deadlines, dispatched calls, worker races,
+//! streams that vanish — what only ran in a real Envoy before.
+
+use std::rc::Rc;
+
+use jwt_simple::prelude::*;
+use serde_json::{json, Value};
+
+use crate::fakehost::{Proxy, World, CLUSTER};
+use crate::flow::Outcome;
+use crate::testkit::*;
+
+const SECRET: &str = "nsseZrfUE/AHsM4ERYcYpaCfgpxPm14SyfAAFapYwC8=";
+const JWKS_PATH: &str = "/realms/dev/protocol/openid-connect/certs";
+const TIMEOUT: u64 = 2_000;
+
+fn validate_config() -> Value {
+    json!({
+        "mode": "validate",
+        "oidc": {"issuer": ISSUER, "jwks_uri": format!("http://keycloak:8080{JWKS_PATH}")},
+        "cluster": CLUSTER,
+        "authorized_parties": ["productpage"],
+        "claims_to_headers": {"preferred_username": "x-user"},
+        "timeout_ms": TIMEOUT,
+        "skip_paths": ["/healthz"]
+    })
+}
+
+fn login_config() -> Value {
+    json!({
+        "mode": "login",
+        "oidc": {
+            "issuer": ISSUER,
+            "jwks_uri": format!("http://keycloak:8080{JWKS_PATH}"),
+            "authorization_endpoint": "https://sso.example.com/realms/dev/protocol/openid-connect/auth",
+            "token_endpoint": "http://keycloak:8080/realms/dev/protocol/openid-connect/token",
+            "end_session_endpoint": "https://sso.example.com/realms/dev/protocol/openid-connect/logout"
+        },
+        "cluster": CLUSTER,
+        "client_id": "productpage",
+        "client_secret": "pp-secret",
+        "session_secret": SECRET,
+        "claims_to_headers": {"preferred_username": "x-user"},
+        "timeout_ms": TIMEOUT,
+        "skip_paths": ["/static/*"]
+    })
+}
+
+fn world() -> Rc<World> {
+    World::new(NOW * 1000)
+}
+
+fn jwks_body() -> Vec<u8> {
+    keycloak_jwks().to_string().into_bytes()
+}
+
+/// A VM whose first key set has arrived.
+fn ready(world: &Rc<World>, config: &Value, first_token: u32) -> Proxy {
+    let p = Proxy::new(world, config, first_token);
+    p.tick();
+    if let Some(call) = p.open_calls().into_iter().find(|c| c.path() == JWKS_PATH) {
+        p.answer(call.token, 200, &jwks_body());
+    }
+    assert!(p.vm.borrow().store.keys.is_some());
+    p
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn api(path: &'static str, authorization: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (":method", "GET".into()),
+        (":path", path.into()),
+        (":scheme", "http".into()),
+        (":authority", "bookinfo.example.com".into()),
+        ("accept", "application/json".into()),
+        ("authorization", authorization.into()),
+        ("x-request-id", "rid-api".into()),
+    ]
+}
+
+fn page(path: &str, cookie: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (":method", "GET".into()),
+        (":path", path.into()),
+        (":scheme", "http".into()),
+        (":authority", "bookinfo.example.com".into()),
+        ("accept", "text/html".into()),
+        ("cookie", cookie.into()),
+        ("x-request-id", "rid-page".into()),
+    ]
+}
+
+fn send(p: &Proxy, ctx: u32, headers: &[(&'static str, String)]) -> Outcome {
+    let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    p.request(ctx, &h)
+}
+
+fn unknown_kid_token() -> String {
+    other_rsa()
+        .clone()
+        .with_key_id("rotated")
+        .sign(claims(keycloak_claims()))
+        .unwrap()
+}
+
+fn rotated_jwks() -> Vec<u8> {
+    let mut set = keycloak_jwks();
+    set["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(rsa_jwk(other_rsa(), "rotated"));
+    set.to_string().into_bytes()
+}
+
+#[test]
+fn requests_wait_for_the_first_key_set_and_go_on_when_it_arrives() {
+    let w = world();
+    let p = Proxy::new(&w, &validate_config(), 100);
+    assert_eq!(
+        send(&p, 2, &api("/a", &bearer(&valid_token()))),
+        Outcome::Pause
+    );
+    assert_eq!(
+        send(&p, 3, &api("/b", &bearer(&valid_token()))),
+        Outcome::Pause
+    );
+    assert_eq!(p.waiting(), 2);
+    p.tick();
+    // One fetch for both, through the cluster, with the internal host as authority.
+    let call = p.call_to(JWKS_PATH);
+    assert_eq!(call.cluster, CLUSTER);
+    assert_eq!(call.timeout_ms, TIMEOUT);
+    assert_eq!(call.header(":authority"), Some("keycloak:8080"));
+    p.answer(call.token, 200, &jwks_body());
+    for ctx in [2, 3] {
+        let r = p.req(ctx);
+        assert_eq!(r.resumed, 1, "context {ctx} resumed");
+        assert!(r.replies.is_empty());
+        assert_eq!(r.header("x-user").as_deref(), Some("alice"));
+    }
+    assert_eq!(p.waiting(), 0);
+    assert_eq!(p.host.counter("mesh_oidc.jwks_fetches_ok"), 1);
+    assert!(w
+        .shared_keys()
+        .iter()
+        .any(|k| k.starts_with("mesh-oidc/jwks/")));
+}
+
+#[test]
+fn calls_answered_inline_inside_dispatch_never_double_borrow() {
+    // Envoy may answer a call that fails at once before dispatch returns: the engine is
+    // re-entered. A RefCell borrow held across a host call panics here, as it would in the VM.
+    let w = world();
+    let p = Proxy::new(&w, &login_config(), 100);
+    p.host.inline_failures.set(true);
+    p.tick();
+    assert_eq!(p.host.counter("mesh_oidc.jwks_fetches_failed"), 1);
+    p.host.inline_failures.set(false);
+    w.advance(5_000);
+    p.tick();
+    let keys = p.call_to(JWKS_PATH);
+    p.answer(keys.token, 200, &jwks_body());
+    p.host.inline_failures.set(true);
+    let (callback, tx) = start_login(&p, 2, "/p");
+    send(&p, 3, &page(&callback, &tx));
+    assert_eq!(
+        p.status(3),
+        Some(504),
+        "the inline failure is the provider not answering"
+    );
+    let session = expired_session_request(&log_in_inline_free(&w));
+    send(&p, 4, &page("/p", &session));
+    assert_eq!(p.status(4), Some(302), "a failed refresh logs in again");
+}
+
+/// A session made by another VM of the same process (same secret), without inline failures.
+fn log_in_inline_free(w: &Rc<World>) -> String {
+    let other = ready(w, &login_config(), 900);
+    log_in(&other, 50, "refresh-x")
+}
+
+#[test]
+fn without_keys_by_the_deadline_a_request_gets_503() {
+    let w = world();
+    let p = Proxy::new(&w, &validate_config(), 100);
+    send(&p, 2, &api("/a", &bearer(&valid_token())));
+    p.tick();
+    let call = p.call_to(JWKS_PATH);
+    w.advance(TIMEOUT - 1);
+    p.tick();
+    assert_eq!(p.status(2), None, "still waiting");
+    w.advance(1);
+    p.tick();
+    assert_eq!(p.status(2), Some(503));
+    assert_eq!(p.req(2).resumed, 0, "never reached the service");
+    // The late answer still installs the set for later requests.
+    p.answer(call.token, 200, &jwks_body());
+    assert_eq!(
+        send(&p, 3, &api("/b", &bearer(&valid_token()))),
+        Outcome::Continue
+    );
+}
+
+#[test]
+fn an_unknown_kid_seen_by_two_workers_costs_one_fetch_and_both_go_on() {
+    let w = world();
+    let a = ready(&w, &validate_config(), 100);
+    let b = ready(&w, &validate_config(), 200);
+    assert_eq!(
+        a.host.dispatched.borrow().len() + b.host.dispatched.borrow().len(),
+        1,
+        "the first key set: one fetch for the two VMs"
+    );
+    w.advance(10_000);
+    let t = unknown_kid_token();
+    assert_eq!(send(&a, 2, &api("/a", &bearer(&t))), Outcome::Pause);
+    assert_eq!(send(&b, 2, &api("/b", &bearer(&t))), Outcome::Pause);
+    a.tick();
+    b.tick();
+    let fetches: Vec<_> = [&a, &b]
+        .iter()
+        .flat_map(|p| p.open_calls())
+        .filter(|c| c.path() == JWKS_PATH)
+        .collect();
+    assert_eq!(fetches.len(), 1, "one refetch for both workers");
+    let (owner, other) = if a.open_calls().is_empty() {
+        (&b, &a)
+    } else {
+        (&a, &b)
+    };
+    owner.answer(fetches[0].token, 200, &rotated_jwks());
+    assert_eq!(owner.req(2).resumed, 1);
+    // The other VM picks the published set up at its next tick.
+    other.tick();
+    assert_eq!(other.req(2).resumed, 1);
+}
+
+#[test]
+fn an_unknown_kid_that_no_new_set_knows_is_401_and_expiry_is_401() {
+    let w = world();
+    let p = ready(&w, &validate_config(), 100);
+    w.advance(10_000);
+    send(&p, 2, &api("/a", &bearer(&unknown_kid_token())));
+    p.tick();
+    let call = p.call_to(JWKS_PATH);
+    p.answer(call.token, 200, &jwks_body());
+    let r = p.req(2);
+    assert_eq!(r.reply().map(|r| r.status), Some(401));
+    assert!(r
+        .reply()
+        .unwrap()
+        .header("www-authenticate")
+        .unwrap()
+        .contains("signing key not found"));
+    // A refetch that never answers: 401 at the deadline, not a pass.
+    w.advance(10_000);
+    send(&p, 3, &api("/a", &bearer(&unknown_kid_token())));
+    w.advance(TIMEOUT);
+    p.tick();
+    assert_eq!(p.status(3), Some(401));
+    assert_eq!(p.req(3).resumed, 0);
+}
+
+#[test]
+fn validate_mode_forwards_only_the_verified_token() {
+    let w = world();
+    let p = ready(&w, &validate_config(), 100);
+    let t = valid_token();
+    let mut h = api("/a", &format!("{},{}", bearer(&t), bearer(&t)));
+    h.push((
+        "cookie",
+        format!("a=1; access_token_session=s; access_token={t}"),
+    ));
+    h.push(("x_user", "mallory".into()));
+    assert_eq!(send(&p, 2, &h), Outcome::Continue);
+    let r = p.req(2);
+    assert_eq!(r.header("authorization"), Some(bearer(&t)));
+    assert_eq!(r.header("cookie"), Some(format!("a=1; access_token={t}")));
+    assert_eq!(r.header("x_user"), None);
+    assert_eq!(r.header("x-user").as_deref(), Some("alice"));
+    // Two different tokens: refused before the service.
+    let mut h = api("/a", &bearer(&t));
+    h.push(("cookie", "access_token=other".into()));
+    send(&p, 3, &h);
+    assert_eq!(p.status(3), Some(401));
+    // A skip path keeps no cookie of the filter's, and no claim header from the client.
+    let mut h = api("/healthz", "");
+    h.push(("cookie", format!("access_token={t}; b=2")));
+    h.push(("x-user", "mallory".into()));
+    assert_eq!(send(&p, 4, &h), Outcome::Continue);
+    assert_eq!(p.req(4).header("cookie").as_deref(), Some("b=2"));
+    assert_eq!(p.req(4).header("x-user"), None);
+}
+
+#[test]
+fn a_stream_reset_during_a_key_wait_or_a_call_leaves_the_vm_serving() {
+    let w = world();
+    let p = Proxy::new(&w, &validate_config(), 100);
+    send(&p, 2, &api("/a", &bearer(&valid_token())));
+    p.end(2);
+    assert_eq!(p.waiting(), 0, "the gone request no longer waits");
+    p.tick();
+    let call = p.call_to(JWKS_PATH);
+    p.answer(call.token, 200, &jwks_body());
+    assert_eq!(
+        send(&p, 3, &api("/b", &bearer(&valid_token()))),
+        Outcome::Continue
+    );
+
+    // Login mode: the client goes away while its code exchange is in flight.
+    let l = ready(&w, &login_config(), 300);
+    let (callback, cookie) = start_login(&l, 10, "/productpage");
+    send(&l, 11, &page(&callback, &cookie));
+    let exchange = l.call_to("/token");
+    l.end(11);
+    assert!(
+        l.open_calls().is_empty(),
+        "Envoy cancels the gone stream's call"
+    );
+    assert!(l.vm.borrow().calls.is_empty());
+    // Even if an answer for it still arrived, it would be dropped.
+    let _ = exchange;
+    assert_eq!(send(&l, 12, &page("/static/x.css", "")), Outcome::Continue);
+}
+
+/// Starts a login for `path` in context `ctx`; returns the callback path (with the state, a
+/// code) and the transaction cookie.
+fn start_login(p: &Proxy, ctx: u32, path: &str) -> (String, String) {
+    send(p, ctx, &page(path, ""));
+    let reply = p.req(ctx).reply().cloned().expect("a redirect");
+    assert_eq!(reply.status, 302);
+    let location = url::Url::parse(reply.header("location").unwrap()).unwrap();
+    let state = location
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let cookie = reply
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| v.split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("access_token_tx_"))
+        .unwrap();
+    (format!("/callback?code=the-code&state={state}"), cookie)
+}
+
+fn nonce_of(p: &Proxy, ctx: u32) -> String {
+    let reply = p.req(ctx).reply().cloned().unwrap();
+    let location = url::Url::parse(reply.header("location").unwrap()).unwrap();
+    location
+        .query_pairs()
+        .find(|(k, _)| k == "nonce")
+        .map(|(_, v)| v.into_owned())
+        .unwrap()
+}
+
+fn id_token(nonce: &str) -> String {
+    let mut custom = keycloak_claims();
+    custom.insert("typ".into(), json!("ID"));
+    let mut c = claims(custom);
+    c.audiences = Some(Audiences::AsString("productpage".into()));
+    c.nonce = Some(nonce.into());
+    sign_rsa(c)
+}
+
+fn token_body(access: &str, id: Option<&str>, refresh: &str) -> Vec<u8> {
+    let mut v = json!({"access_token": access, "refresh_token": refresh, "expires_in": 290, "refresh_expires_in": 1800});
+    if let Some(id) = id {
+        v["id_token"] = json!(id);
+    }
+    v.to_string().into_bytes()
+}
+
+fn set_cookies(p: &Proxy, ctx: u32) -> Vec<String> {
+    let r = p.req(ctx);
+    let from_reply = r
+        .reply()
+        .map(|reply| {
+            reply
+                .headers
+                .iter()
+                .filter(|(n, _)| n == "set-cookie")
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let from_response = r
+        .response_headers
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| v.clone());
+    from_reply.into_iter().chain(from_response).collect()
+}
+
+/// The `Cookie` header a browser would send after these `Set-Cookie`s.
+fn jar(set: &[String]) -> String {
+    set.iter()
+        .map(|c| c.split(';').next().unwrap())
+        .filter(|pair| !pair.ends_with('='))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Logs in through the fake proxy; returns the session cookies.
+fn log_in(p: &Proxy, ctx: u32, refresh: &str) -> String {
+    let (callback, tx) = start_login(p, ctx, "/productpage");
+    let nonce = nonce_of(p, ctx);
+    send(p, ctx + 1, &page(&callback, &tx));
+    let call = p.call_to("/token");
+    assert!(String::from_utf8_lossy(&call.body).contains("grant_type=authorization_code"));
+    p.answer(
+        call.token,
+        200,
+        &token_body(&valid_token(), Some(&id_token(&nonce)), refresh),
+    );
+    let reply = p.req(ctx + 1).reply().cloned().unwrap();
+    assert_eq!(
+        reply.status,
+        302,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.header("location"), Some("/productpage"));
+    jar(&set_cookies(p, ctx + 1))
+}
+
+#[test]
+fn a_code_exchange_logs_in_and_the_session_forwards_the_bearer() {
+    let w = world();
+    let p = ready(&w, &login_config(), 100);
+    let cookies = log_in(&p, 2, "refresh-1");
+    assert_eq!(
+        send(&p, 5, &page("/productpage", &cookies)),
+        Outcome::Continue
+    );
+    let r = p.req(5);
+    assert_eq!(r.header("authorization"), Some(bearer(&valid_token())));
+    assert!(!r.header("cookie").unwrap().contains("access_token_session"));
+    assert_eq!(p.host.counter("mesh_oidc.callbacks_ok"), 1);
+    // The same callback again: the state is single-use, no second token call.
+    let (callback, tx) = start_login(&p, 6, "/x");
+    send(&p, 7, &page(&callback, &tx));
+    let call = p.call_to("/token");
+    p.answer(call.token, 400, br#"{"error":"invalid_grant"}"#);
+    send(&p, 8, &page(&callback, &tx));
+    assert_eq!(p.status(8), Some(400));
+    assert!(p.open_calls().is_empty());
+}
+
+#[test]
+fn a_code_exchange_answered_before_the_keys_waits_for_them() {
+    let w = world();
+    let p = Proxy::new(&w, &login_config(), 100);
+    let (callback, tx) = start_login(&p, 2, "/p");
+    let nonce = nonce_of(&p, 2);
+    send(&p, 3, &page(&callback, &tx));
+    assert_eq!(p.status(3), None);
+    let exchange = p.call_to("/token");
+    p.answer(
+        exchange.token,
+        200,
+        &token_body(&valid_token(), Some(&id_token(&nonce)), "r"),
+    );
+    assert_eq!(p.status(3), None, "held until the keys arrive");
+    assert_eq!(p.waiting(), 1);
+    p.tick();
+    let keys = p.call_to(JWKS_PATH);
+    p.answer(keys.token, 200, &jwks_body());
+    assert_eq!(p.status(3), Some(302));
+    // Without keys by the deadline: the sign-in error page, 503, no session. (Another Envoy
+    // process: this one already used the state its fake random source gives again.)
+    let w = world();
+    let q = Proxy::new(&w, &login_config(), 500);
+    let (callback, tx) = start_login(&q, 2, "/p");
+    let nonce = nonce_of(&q, 2);
+    send(&q, 3, &page(&callback, &tx));
+    let exchange = q.call_to("/token");
+    q.answer(
+        exchange.token,
+        200,
+        &token_body(&valid_token(), Some(&id_token(&nonce)), "r"),
+    );
+    w.advance(TIMEOUT);
+    q.tick();
+    assert_eq!(q.status(3), Some(503));
+    assert!(set_cookies(&q, 3)
+        .iter()
+        .all(|c| !c.starts_with("access_token=e")));
+}
+
+fn expired_session_request(cookies: &str) -> String {
+    // The access token is gone (expired cookie), the sealed session is there.
+    cookies
+        .split("; ")
+        .filter(|c| !c.starts_with("access_token="))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[test]
+fn a_refresh_shared_by_two_vms_calls_the_provider_once() {
+    let w = world();
+    let a = ready(&w, &login_config(), 100);
+    let b = ready(&w, &login_config(), 200);
+    let session = expired_session_request(&log_in(&a, 2, "refresh-1"));
+    // Both workers see the same session at once.
+    assert_eq!(send(&a, 10, &page("/p", &session)), Outcome::Pause);
+    assert_eq!(send(&b, 10, &page("/p", &session)), Outcome::Pause);
+    let calls: Vec<_> = [&a, &b].iter().flat_map(|p| p.open_calls()).collect();
+    assert_eq!(calls.len(), 1, "one refresh: {calls:?}");
+    assert!(String::from_utf8_lossy(&calls[0].body).contains("grant_type=refresh_token"));
+    a.answer(
+        calls[0].token,
+        200,
+        &token_body(&valid_token(), None, "refresh-2"),
+    );
+    assert_eq!(a.req(10).resumed, 1);
+    assert!(
+        set_cookies(&a, 10).is_empty(),
+        "cookies come with the response"
+    );
+    a.respond(10, 200);
+    assert!(set_cookies(&a, 10)
+        .iter()
+        .any(|c| c.starts_with("access_token=")));
+    assert!(a
+        .req(10)
+        .response_headers
+        .contains(&("cache-control".into(), "no-store".into())));
+    // The other worker uses the published answer at its next tick.
+    b.tick();
+    assert_eq!(b.req(10).resumed, 1);
+    assert_eq!(
+        b.req(10).header("authorization"),
+        Some(bearer(&valid_token()))
+    );
+}
+
+#[test]
+fn a_lost_cas_race_waits_for_the_winner() {
+    let w = world();
+    let a = ready(&w, &login_config(), 100);
+    let session = expired_session_request(&log_in(&a, 2, "refresh-1"));
+    // Another worker marks the slot between this worker's read and its write: simulated by a
+    // write to every refresh slot key right before the request (same CAS race outcome).
+    let b = ready(&w, &login_config(), 200);
+    send(&b, 10, &page("/p", &session));
+    let owner_call = b.call_to("/token");
+    send(&a, 10, &page("/p", &session));
+    assert!(a.open_calls().is_empty(), "the loser does not call");
+    assert_eq!(a.waiting(), 1);
+    b.answer(
+        owner_call.token,
+        200,
+        &token_body(&valid_token(), None, "refresh-2"),
+    );
+    a.tick();
+    assert_eq!(a.req(10).resumed, 1);
+}
+
+#[test]
+fn an_owner_gone_before_the_answer_hands_the_refresh_over() {
+    let w = world();
+    let a = ready(&w, &login_config(), 100);
+    let b = ready(&w, &login_config(), 200);
+    let session = expired_session_request(&log_in(&a, 2, "refresh-1"));
+    send(&a, 10, &page("/p", &session));
+    send(&b, 10, &page("/p", &session));
+    assert_eq!(b.waiting(), 1);
+    a.end(10); // the owner's client went away; Envoy cancels its call
+    b.tick();
+    let call = b.call_to("/token");
+    b.answer(
+        call.token,
+        200,
+        &token_body(&valid_token(), None, "refresh-2"),
+    );
+    assert_eq!(b.req(10).resumed, 1);
+}
+
+#[test]
+fn token_calls_that_time_out_are_504_or_a_new_login() {
+    let w = world();
+    let a = ready(&w, &login_config(), 100);
+    let b = ready(&w, &login_config(), 200);
+    let session = expired_session_request(&log_in(&a, 2, "refresh-1"));
+    send(&a, 10, &page("/p", &session));
+    send(&b, 10, &page("/p", &session));
+    // Envoy gives up on the owner's call after timeout_ms (status 0): the refresh failed, so
+    // both requests clear the session and log in again (L5), the waiter included.
+    w.advance(TIMEOUT);
+    let call = a.call_to("/token");
+    a.answer(call.token, 0, b"");
+    assert_eq!(a.status(10), Some(302));
+    b.tick();
+    assert_eq!(b.status(10), Some(302));
+    // A code exchange the provider does not answer in time: 504 (L3), no session.
+    let (callback, tx) = start_login(&a, 20, "/p");
+    send(&a, 21, &page(&callback, &tx));
+    let call = a.call_to("/token");
+    a.answer(call.token, 0, b"");
+    assert_eq!(a.status(21), Some(504));
+    assert!(set_cookies(&a, 21)
+        .iter()
+        .all(|c| !c.starts_with("access_token=e")));
+}
+
+#[test]
+fn a_401_from_the_service_on_a_page_logs_in_again() {
+    let w = world();
+    let p = ready(&w, &login_config(), 100);
+    let cookies = log_in(&p, 2, "r");
+    assert_eq!(
+        send(&p, 5, &page("/productpage", &cookies)),
+        Outcome::Continue
+    );
+    assert_eq!(p.respond(5, 401), Outcome::Pause);
+    let reply = p.req(5).reply().cloned().unwrap();
+    assert_eq!(reply.status, 302);
+    assert!(reply
+        .header("location")
+        .unwrap()
+        .contains("/openid-connect/auth?"));
+    assert_eq!(p.host.counter("mesh_oidc.upstream_401"), 1);
+    // An API call keeps its 401.
+    let mut h = api("/api", &bearer(&valid_token()));
+    h.push(("cookie", cookies.clone()));
+    assert_eq!(send(&p, 6, &h), Outcome::Continue);
+    assert_eq!(p.respond(6, 401), Outcome::Continue);
+}
+
+#[test]
+fn an_unknown_cluster_is_a_502_page_and_a_logged_line() {
+    let w = world();
+    let p = ready(&w, &login_config(), 100);
+    p.host.clusters.borrow_mut().clear();
+    let (callback, tx) = start_login(&p, 2, "/p");
+    send(&p, 3, &page(&callback, &tx));
+    assert_eq!(p.status(3), Some(502));
+    assert!(p.host.logged("is not known to Envoy"));
+}
+
+#[test]
+fn an_answer_that_comes_before_its_dispatch_returns_is_not_lost() {
+    let w = world();
+    let p = Proxy::new(&w, &validate_config(), 100);
+    // Envoy answers a call that fails at once inline, before dispatch returns its token: the
+    // engine hears of a token it does not know yet, keeps it, and the dispatcher takes it.
+    crate::flow::keep_early(&p.host, &p.vm, 100, 0);
+    send(&p, 2, &api("/a", &bearer(&valid_token())));
+    p.tick();
+    assert!(
+        p.vm.borrow().store.in_flight.is_none(),
+        "the fetch was answered"
+    );
+    assert_eq!(p.host.counter("mesh_oidc.jwks_fetches_failed"), 1);
+}
+
+#[test]
+fn logs_never_hold_a_token_a_code_or_a_secret() {
+    let w = world();
+    let p = ready(&w, &login_config(), 100);
+    let cookies = log_in(&p, 2, "refresh-secret-value");
+    send(&p, 5, &page("/productpage", &cookies));
+    send(&p, 6, &page("/callback?code=c0de-secret&state=x", ""));
+    let logs = p.host.logs.borrow();
+    for (_, line) in logs.iter() {
+        for secret in [
+            "refresh-secret-value",
+            "c0de-secret",
+            "pp-secret",
+            SECRET,
+            &valid_token()[..20],
+        ] {
+            assert!(!line.contains(secret), "{line}");
+        }
+    }
+}

@@ -1,0 +1,600 @@
+//! One request's path through the filter, in either mode: decide, carry the decision out through
+//! the host, and pick the request up again when what it waits for (keys, a token call, a shared
+//! refresh) arrives. Calls and waits are kept in the VM, so whichever context hears of an event
+//! can finish the request it belongs to. No `RefCell` borrow is held across a host call.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::flight::{self, Plan};
+use crate::host::{Host, HostRandom, Level};
+use crate::login::{self, Action, Env, Exchanged, Forward, TokenCall};
+use crate::pending::{KeysNow, PendingExchange, WaitFor};
+use crate::session::{Session, Transaction};
+use crate::validate::{self, Decision, Presented};
+use crate::vm::{self, VmRef, Waiter};
+use crate::web::Reply;
+
+/// What one request carries through waits and calls.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Envoy's `x-request-id` (or `-`), for every log line about this request.
+    pub request_id: String,
+    /// Validate mode: the raw token (shared, not copied, when the request is decided again).
+    pub token: Option<Rc<[u8]>>,
+    /// Validate mode: the request carried two different access tokens (B6).
+    pub conflict: bool,
+    /// Validate mode: headers to set (or remove) when the request goes on (B6).
+    pub rewrites: Vec<(&'static str, Option<Vec<u8>>)>,
+    /// Login mode: the request.
+    pub login: Option<login::Request>,
+    /// `Set-Cookie` values for the service's response (after a refresh).
+    pub response_cookies: Vec<String>,
+}
+
+pub type StateRef = Rc<RefCell<State>>;
+
+pub enum Purpose {
+    Exchange {
+        tx: Transaction,
+        clears: Vec<String>,
+    },
+    /// `slot` is set when this call owns the shared slot and must publish its answer.
+    Refresh {
+        session: Session,
+        slot: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Purpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Purpose::Exchange { .. } => f.write_str("Exchange([redacted])"),
+            Purpose::Refresh { slot, .. } => write!(f, "Refresh(shared: {})", slot.is_some()),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Call {
+    pub context_id: u32,
+    pub state: StateRef,
+    pub purpose: Purpose,
+}
+
+impl Call {
+    /// The shared slot this call owns: a refresh whose answer other requests wait for.
+    pub fn shared_slot(&self) -> Option<&str> {
+        match &self.purpose {
+            Purpose::Refresh { slot, .. } => slot.as_deref(),
+            Purpose::Exchange { .. } => None,
+        }
+    }
+}
+
+/// Whether the request goes on now (`Continue`) or is held or answered (`Pause`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Continue,
+    Pause,
+}
+
+/// What a decision needs from the VM, cloned out so that no borrow of it is held while the
+/// decision is carried out.
+pub struct Snapshot {
+    pub config: Rc<crate::config::Config>,
+    keys: Option<Rc<crate::jwks::KeySet>>,
+    login: Option<(Rc<crate::session::Sealer>, Rc<crate::session::Names>)>,
+    cache: Rc<RefCell<crate::token::Cache>>,
+    version: u64,
+    pub refetch_allowed: bool,
+}
+
+impl Snapshot {
+    pub fn take(vm: &VmRef, now_ms: u64) -> Snapshot {
+        let v = vm.borrow();
+        Snapshot {
+            config: v.config.clone(),
+            keys: v.keys(),
+            login: v.sealer.clone().map(|s| (s, v.names.clone())),
+            cache: v.cache.clone(),
+            version: v.store.version,
+            refetch_allowed: v.store.refetch_allowed(now_ms),
+        }
+    }
+
+    pub fn keys(&self) -> Option<&crate::jwks::KeySet> {
+        self.keys.as_deref()
+    }
+
+    pub fn cache(&self) -> crate::token::CacheRef<'_> {
+        Some((&self.cache, self.version))
+    }
+
+    /// The login-mode environment; `None` in validate mode.
+    pub fn env(&self, now_ms: u64) -> Option<Env<'_>> {
+        let (sealer, names) = self.login.as_ref()?;
+        Some(Env {
+            config: &self.config,
+            login: self.config.login()?,
+            sealer,
+            names,
+            keys: self.keys(),
+            cache: self.cache(),
+            now: now_ms / 1000,
+        })
+    }
+}
+
+fn log_reply(h: &dyn Host, state: &StateRef, reply: &Reply) {
+    let rid = state.borrow().request_id.clone();
+    let what = reply
+        .header("www-authenticate")
+        .or_else(|| reply.header("location").map(|_| "redirect"))
+        .unwrap_or("local reply");
+    // The location may carry state and nonce: only say that it redirects.
+    h.log(
+        Level::Info,
+        &format!("mesh-oidc[{rid}]: {} ({what})", reply.status),
+    );
+}
+
+fn apply_forward(h: &dyn Host, vm: &VmRef, state: &StateRef, forward: Forward) {
+    vm::count(h, vm, &forward.events);
+    for (name, value) in &forward.set_headers {
+        h.set_request_header(name, Some(value.as_bytes()));
+    }
+    h.set_request_header("cookie", forward.cookie_header.as_deref());
+    state.borrow_mut().response_cookies = forward.response_cookies;
+}
+
+/// Decides a request (again, when it waited) and carries the decision out in the effective
+/// context. `held`: the request was paused before, so continuing means resuming it.
+pub fn run(
+    h: &dyn Host,
+    vm: &VmRef,
+    state: &StateRef,
+    context_id: u32,
+    refetch_ok: bool,
+    held: bool,
+) -> Outcome {
+    let now_ms = h.now_ms();
+    let snap = Snapshot::take(vm, now_ms);
+    let refetch_allowed = refetch_ok && snap.refetch_allowed;
+    // Cloned out first: the borrow must end before carrying the decision out writes to `state`.
+    let login_req = state.borrow().login.clone();
+    let outcome = if let (Some(req), Some(env)) = (login_req, snap.env(now_ms)) {
+        let action = login::decide(&env, &req, &mut HostRandom(h), refetch_allowed);
+        carry_out(h, vm, state, context_id, action, &env, &req)
+    } else {
+        let (token, conflict) = {
+            let st = state.borrow();
+            (st.token.clone(), st.conflict)
+        };
+        let presented = match (&token, conflict) {
+            (_, true) => Presented::Conflict,
+            (Some(t), false) => Presented::Token(t),
+            (None, false) => Presented::Nothing,
+        };
+        let decision = validate::decide(
+            &snap.config,
+            presented,
+            snap.keys(),
+            snap.cache(),
+            now_ms / 1000,
+            refetch_allowed,
+        );
+        match decision {
+            Decision::Continue(headers) => {
+                for (name, value) in &headers {
+                    h.set_request_header(name, Some(value.as_bytes()));
+                }
+                let rewrites = std::mem::take(&mut state.borrow_mut().rewrites);
+                for (name, value) in &rewrites {
+                    h.set_request_header(name, value.as_deref());
+                }
+                Outcome::Continue
+            }
+            Decision::Reply(reply) => reply_with(h, vm, state, &reply),
+            Decision::WaitForKeys => {
+                wait(h, vm, state, context_id, WaitFor::Keys { refetch: false })
+            }
+            Decision::RefetchKeys => {
+                wait(h, vm, state, context_id, WaitFor::Keys { refetch: true })
+            }
+        }
+    };
+    if held && outcome == Outcome::Continue {
+        h.resume_request();
+    }
+    outcome
+}
+
+pub fn reply_with(h: &dyn Host, vm: &VmRef, state: &StateRef, reply: &Reply) -> Outcome {
+    vm::count(h, vm, &reply.events);
+    log_reply(h, state, reply);
+    h.send_reply(reply);
+    Outcome::Pause
+}
+
+fn wait(h: &dyn Host, vm: &VmRef, state: &StateRef, context_id: u32, what: WaitFor) -> Outcome {
+    let now = h.now_ms();
+    {
+        let mut v = vm.borrow_mut();
+        if what.refetches() {
+            v.store.refetch_requested = true;
+        }
+        let deadline_ms = what.deadline_ms(now, v.config.timeout_ms);
+        let keys_version = v.store.version;
+        v.waiters.push(Waiter {
+            context_id,
+            keys_version,
+            deadline_ms,
+            state: state.clone(),
+            what,
+        });
+    }
+    // The fetch itself starts from the root context's next tick: a call made on behalf of a
+    // request is cancelled by Envoy when that request's client goes away, and every other
+    // request waiting for the keys would wait with it.
+    Outcome::Pause
+}
+
+fn carry_out(
+    h: &dyn Host,
+    vm: &VmRef,
+    state: &StateRef,
+    context_id: u32,
+    action: Action,
+    env: &Env,
+    req: &login::Request,
+) -> Outcome {
+    match action {
+        Action::Continue(forward) => {
+            apply_forward(h, vm, state, forward);
+            Outcome::Continue
+        }
+        Action::Reply(reply) => reply_with(h, vm, state, &reply),
+        Action::WaitForKeys => wait(h, vm, state, context_id, WaitFor::Keys { refetch: false }),
+        Action::RefetchKeys => wait(h, vm, state, context_id, WaitFor::Keys { refetch: true }),
+        Action::Exchange {
+            call,
+            tx,
+            clears,
+            replay,
+        } => {
+            if !record_state(h, &replay, env.now) {
+                return reply_with(h, vm, state, &login::replayed(req, &clears));
+            }
+            let purpose = Purpose::Exchange { tx, clears };
+            dispatch(h, vm, state, context_id, &call, purpose)
+        }
+        Action::Refresh {
+            call,
+            session,
+            slot,
+        } => {
+            let key = flight::key(&slot);
+            let (value, cas) = h.get_shared(&key);
+            let plan = flight::plan(
+                &slot,
+                value.as_deref().unwrap_or_default(),
+                h.now_ms(),
+                env.config.timeout_ms,
+            );
+            // Whether this request owns the shared slot (and publishes its answer), or refreshes
+            // unshared because the slot is busy with another token.
+            let owned = match plan {
+                Plan::Use { status, body } => {
+                    let action = login::finish_refresh(
+                        env,
+                        req,
+                        &session,
+                        status,
+                        &body,
+                        &mut HostRandom(h),
+                    );
+                    return carry_out(h, vm, state, context_id, action, env, req);
+                }
+                Plan::Wait => return wait(h, vm, state, context_id, WaitFor::Refresh { slot }),
+                Plan::Take { value } => {
+                    if !h.set_shared(&key, &value, cas) {
+                        // Another request took the slot a moment ago: wait for its answer.
+                        return wait(h, vm, state, context_id, WaitFor::Refresh { slot });
+                    }
+                    Some(slot)
+                }
+                Plan::Bypass => None,
+            };
+            let purpose = Purpose::Refresh {
+                session,
+                slot: owned,
+            };
+            dispatch(h, vm, state, context_id, &call, purpose)
+        }
+    }
+}
+
+/// Records a callback's state in shared data (L2+); false when it was used before, or when the
+/// slot could not be written after a few tries (fail closed: the user starts again).
+fn record_state(h: &dyn Host, claim: &crate::replay::Claim, now: u64) -> bool {
+    for _ in 0..4 {
+        let (value, cas) = h.get_shared(&claim.key);
+        let Some(updated) = claim.record(value.as_deref().unwrap_or_default(), now) else {
+            return false;
+        };
+        if h.set_shared(&claim.key, &updated, cas) {
+            return true;
+        }
+    }
+    false
+}
+
+fn dispatch(
+    h: &dyn Host,
+    vm: &VmRef,
+    state: &StateRef,
+    context_id: u32,
+    call: &TokenCall,
+    purpose: Purpose,
+) -> Outcome {
+    let config = vm.borrow().config.clone();
+    let headers: Vec<(&str, &str)> = call
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let Some(token) = h.dispatch(
+        &config.cluster,
+        &headers,
+        Some(call.body.as_bytes()),
+        config.timeout_ms,
+    ) else {
+        h.log(
+            Level::Error,
+            &format!(
+                "mesh-oidc: cannot call the token endpoint: cluster {} is not known to Envoy",
+                config.cluster
+            ),
+        );
+        let rid = state.borrow().request_id.clone();
+        let page = login::error_page(502, "The identity provider cannot be reached.", &rid);
+        return reply_with(h, vm, state, &page);
+    };
+    let call = Call {
+        context_id,
+        state: state.clone(),
+        purpose,
+    };
+    // An answer that came inline, before the token was known, is handled here and now.
+    let early = vm.borrow_mut().take_early(token);
+    match early {
+        Some((status, body)) => call_answered(h, vm, call, status, body, context_id),
+        None => {
+            vm.borrow_mut().calls.insert(token, call);
+            Outcome::Pause
+        }
+    }
+}
+
+/// Largest token-endpoint answer read.
+const MAX_CALL_BODY: usize = 1024 * 1024;
+
+/// A dispatched call answered (or timed out), heard in context `current`. False if it was not a
+/// request's call (it may be the key-set fetch, or an answer that came before its dispatch
+/// returned, which is kept for the dispatcher).
+pub fn on_call_response(
+    h: &dyn Host,
+    vm: &VmRef,
+    token: u32,
+    body_size: usize,
+    current: u32,
+) -> bool {
+    let call = vm.borrow_mut().calls.remove(&token);
+    let Some(call) = call else {
+        return false;
+    };
+    let status = h.call_response_status();
+    let body = h.call_response_body(body_size.min(MAX_CALL_BODY));
+    if !h.enter(call.context_id) {
+        // The request is gone (its stream was reset): the late answer is dropped.
+        h.enter(current);
+        return true;
+    }
+    if call_answered(h, vm, call, status, body, current) == Outcome::Continue {
+        h.resume_request();
+    }
+    h.enter(current);
+    true
+}
+
+/// Keeps an answer for a token no call is known under yet.
+pub fn keep_early(h: &dyn Host, vm: &VmRef, token: u32, body_size: usize) {
+    let status = h.call_response_status();
+    let body = h.call_response_body(body_size.min(MAX_CALL_BODY));
+    vm::Vm::keep_early(vm, token, status, body);
+}
+
+/// Carries out what a token-endpoint answer means for the request that made the call (in its
+/// context, when it still exists). A shared refresh's answer is published first, and the
+/// requests waiting for it are settled.
+fn call_answered(
+    h: &dyn Host,
+    vm: &VmRef,
+    call: Call,
+    status: u32,
+    body: Vec<u8>,
+    current: u32,
+) -> Outcome {
+    let now_ms = h.now_ms();
+    let rid = call.state.borrow().request_id.clone();
+    let mut published = false;
+    if let Purpose::Refresh {
+        slot: Some(slot), ..
+    } = &call.purpose
+    {
+        let until = now_ms.saturating_add(flight::RESULT_TTL_MS);
+        let answer = flight::encode_done(flight::digest(slot), until, status, &body);
+        let _ = h.set_shared(&flight::key(slot), &answer, None);
+        published = true;
+    }
+    if !(200..300).contains(&status) {
+        let what = match call.purpose {
+            Purpose::Exchange { .. } => "code exchange",
+            Purpose::Refresh { .. } => "refresh",
+        };
+        h.log(
+            Level::Info,
+            &format!("mesh-oidc[{rid}]: {what}: the token endpoint answered HTTP {status}"),
+        );
+    }
+    // The key set may have arrived from another VM since the last tick.
+    vm::sync(h, vm);
+    let snap = Snapshot::take(vm, now_ms);
+    let req = call.state.borrow().login.clone();
+    let outcome = match (req, snap.env(now_ms), call.purpose) {
+        (Some(req), Some(env), Purpose::Exchange { tx, clears }) => {
+            let exchange = PendingExchange {
+                tx,
+                clears,
+                status,
+                body,
+            };
+            let refetch = snap.refetch_allowed;
+            finish_exchange(
+                h,
+                vm,
+                &call.state,
+                call.context_id,
+                &env,
+                &req,
+                exchange,
+                refetch,
+            )
+        }
+        (Some(req), Some(env), Purpose::Refresh { session, .. }) => {
+            let action =
+                login::finish_refresh(&env, &req, &session, status, &body, &mut HostRandom(h));
+            carry_out(h, vm, &call.state, call.context_id, action, &env, &req)
+        }
+        _ => Outcome::Pause,
+    };
+    if published {
+        settle(h, vm, now_ms, current);
+    }
+    outcome
+}
+
+/// Checks the code exchange's answer, or holds it until the key set can check its ID token.
+#[allow(clippy::too_many_arguments)]
+fn finish_exchange(
+    h: &dyn Host,
+    vm: &VmRef,
+    state: &StateRef,
+    context_id: u32,
+    env: &Env,
+    req: &login::Request,
+    exchange: PendingExchange,
+    refetch_allowed: bool,
+) -> Outcome {
+    let PendingExchange {
+        tx,
+        clears,
+        status,
+        body,
+    } = &exchange;
+    let outcome =
+        login::finish_exchange(env, req, tx, clears.clone(), *status, body, refetch_allowed);
+    let refetch = match outcome {
+        Exchanged::Reply(reply) => {
+            if let Some(why) = reply.events.iter().find_map(|e| match e {
+                crate::metrics::Event::CallbackFailed(why) => Some(*why),
+                _ => None,
+            }) {
+                h.log(
+                    Level::Info,
+                    &format!("mesh-oidc[{}]: sign-in failed ({why})", req.request_id),
+                );
+            }
+            return reply_with(h, vm, state, &reply);
+        }
+        Exchanged::WaitForKeys => false,
+        Exchanged::RefetchKeys => true,
+    };
+    let what = WaitFor::Exchange {
+        exchange: Box::new(exchange),
+        refetch,
+    };
+    wait(h, vm, state, context_id, what)
+}
+
+/// Picks up waiting requests: after a key-set change, a published refresh, or a deadline.
+/// `current` is the context the host is in; it is entered again at the end.
+pub fn settle(h: &dyn Host, vm: &VmRef, now_ms: u64, current: u32) {
+    let (waiters, has_keys, version) = {
+        let mut v = vm.borrow_mut();
+        if v.waiters.is_empty() {
+            return;
+        }
+        (
+            std::mem::take(&mut v.waiters),
+            v.store.keys.is_some(),
+            v.store.version,
+        )
+    };
+    let mut keep = Vec::new();
+    let mut touched = false;
+    for w in waiters {
+        let slot_step = match &w.what {
+            WaitFor::Refresh { slot } => {
+                let (value, _) = h.get_shared(&flight::key(slot));
+                let value = value.unwrap_or_default();
+                Some(flight::step(
+                    &flight::decode(&value),
+                    flight::digest(slot),
+                    now_ms,
+                ))
+            }
+            _ => None,
+        };
+        let keys = KeysNow {
+            present: has_keys,
+            newer: version != w.keys_version,
+        };
+        let ready = w.what.is_ready(keys, slot_step);
+        if !ready && w.deadline_ms > now_ms {
+            keep.push(w);
+            continue;
+        }
+        if !h.enter(w.context_id) {
+            continue;
+        }
+        touched = true;
+        resume_waiter(h, vm, w, ready, now_ms);
+    }
+    vm.borrow_mut().waiters.extend(keep);
+    if touched {
+        h.enter(current);
+    }
+}
+
+/// A waiter whose wait is over, in its own context: decided again, or answered as expired.
+fn resume_waiter(h: &dyn Host, vm: &VmRef, w: Waiter, ready: bool, now_ms: u64) {
+    let req = w.state.borrow().login.clone();
+    match w.what {
+        WaitFor::Exchange { exchange, .. } if ready => {
+            let snap = Snapshot::take(vm, now_ms);
+            if let (Some(req), Some(env)) = (req, snap.env(now_ms)) {
+                finish_exchange(h, vm, &w.state, w.context_id, &env, &req, *exchange, false);
+            }
+        }
+        // Decide again from the start: keys are here, or the shared refresh answered.
+        _ if ready => {
+            run(h, vm, &w.state, w.context_id, false, true);
+        }
+        what => {
+            let rid = w.state.borrow().request_id.clone();
+            reply_with(h, vm, &w.state, &what.expired(&rid));
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! What the engine needs from the proxy: time, logs, counters, the current request's headers,
+//! local replies, dispatched calls, shared data and the effective context. `filter::host`
+//! implements it over proxy-wasm's host calls; tests drive the engine with `fakehost::FakeHost`.
+//!
+//! Every method is a call across the VM boundary that may, in Envoy, run another callback of this
+//! VM before it returns (a dispatch that fails at once answers inline). The engine therefore never
+//! holds a `RefCell` borrow across a call to its host.
+
+use crate::web::Reply;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+pub trait Host {
+    /// Unix time in milliseconds.
+    fn now_ms(&self) -> u64;
+    fn log(&self, level: Level, message: &str);
+    fn define_counter(&self, name: &str) -> Option<u32>;
+    fn increment(&self, counter: u32);
+
+    /// Every header of the current request (names lower-case, values as bytes).
+    fn request_headers(&self) -> Vec<(String, Vec<u8>)>;
+    /// Sets a request header (replacing every value), or removes it with `None`.
+    fn set_request_header(&self, name: &str, value: Option<&[u8]>);
+    /// Whether the current request's downstream connection is TLS.
+    fn connection_is_tls(&self) -> bool;
+    fn response_status(&self) -> u32;
+    fn add_response_header(&self, name: &str, value: &str);
+    fn set_response_header(&self, name: &str, value: &str);
+    /// Answers the current request with a local reply.
+    fn send_reply(&self, reply: &Reply);
+    /// Lets the current (paused) request go on.
+    fn resume_request(&self);
+
+    /// Sends a call through `cluster`; the answer comes to the context that sent it, with this
+    /// token. `None` when the host refused it (an unknown cluster).
+    fn dispatch(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u64,
+    ) -> Option<u32>;
+    /// The status of the call being answered (0: none — timed out or reset).
+    fn call_response_status(&self) -> u32;
+    fn call_response_body(&self, size: usize) -> Vec<u8>;
+
+    /// Shared data of the VM id: every worker's VM sees it. The CAS number changes on each write.
+    fn get_shared(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// False when `cas` is given and no longer current (another VM wrote first).
+    fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
+
+    /// Makes `context_id` the target of the following calls; false when it no longer exists.
+    fn enter(&self, context_id: u32) -> bool;
+    fn fill_random(&self, buf: &mut [u8]);
+}
+
+/// The host's random source as the login decisions take it.
+pub struct HostRandom<'a>(pub &'a dyn Host);
+
+impl crate::login::Random for HostRandom<'_> {
+    fn fill(&mut self, buf: &mut [u8]) {
+        self.0.fill_random(buf);
+    }
+}
