@@ -36,7 +36,7 @@ $(NODE_MODULES): tests/package.json tests/package-lock.json
 WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
 
 build: .stamp-wasm-target
-	cargo build --target $(WASM_TARGET) --release
+	MESH_OIDC_GIT_HASH=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) cargo build --target $(WASM_TARGET) --release
 	@if command -v wasm-opt >/dev/null; then \
 	  wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM).opt && mv $(WASM).opt $(WASM); \
 	else echo "note: wasm-opt not found (apt-get install binaryen): the module is not size-optimised"; fi

@@ -1,0 +1,635 @@
+//! Login mode (L1–L7): the browser flow, decided in plain Rust. The proxy-wasm layer carries out
+//! what these functions return: forward the request, reply, dispatch a token call, or wait.
+
+use base64::Engine as _;
+use serde::Deserialize;
+use url::form_urlencoded;
+
+use crate::config::{ClientAuth, Config, LoginConfig, TokenRules, Upstream401};
+use crate::jwks::KeySet;
+use crate::metrics::Event;
+use crate::replay;
+use crate::session::{self, Attributes, Credential, Names, Sealer, Session, Transaction};
+use crate::token::{self, TokenError, Verified};
+use crate::validate::claim_headers;
+use crate::web::{self, Reply};
+
+mod callback;
+mod pages;
+mod refresh;
+#[cfg(test)]
+pub mod testing;
+
+pub use callback::{finish_exchange, keys_missing_page, replayed, Exchanged};
+pub use pages::{error_page, logout, safe_local_path, start_login, upstream_401};
+pub use refresh::{finish_refresh, refresh_slot, REFRESH_SLOTS};
+
+/// Randomness for state, nonce and verifier; injected so tests control it.
+pub trait Random {
+    fn fill(&mut self, buf: &mut [u8]);
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn random_string(rng: &mut dyn Random) -> String {
+    let mut buf = [0u8; 32];
+    rng.fill(&mut buf);
+    b64url(&buf)
+}
+
+pub fn pkce_challenge(verifier: &str) -> String {
+    b64url(&hmac_sha256::Hash::hash(verifier.as_bytes()))
+}
+
+/// A login-mode request, as much of it as the decisions need (owned: a request may wait).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// Path with its query.
+    pub path: String,
+    /// `:scheme`, or `x-forwarded-proto` when the configuration trusts it.
+    pub scheme: String,
+    pub host: String,
+    pub accept: Option<String>,
+    pub sec_fetch_mode: Option<String>,
+    pub sec_fetch_dest: Option<String>,
+    pub requested_with: Option<String>,
+    pub cookies: Vec<u8>,
+    /// Every `Authorization` header (two different ones are refused, B6).
+    pub authorizations: Vec<Vec<u8>>,
+    pub request_id: String,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Cookies and credentials stay out; the path may carry a code, so only its length shows.
+        write!(
+            f,
+            "Request({} [{} bytes of path] host {:?}, id {})",
+            self.method,
+            self.path.len(),
+            self.host,
+            self.request_id
+        )
+    }
+}
+
+impl Request {
+    /// A page request (L1): a browser navigation that can follow a redirect to the login page.
+    /// `Sec-Fetch-*` decide when present; otherwise GET/HEAD whose `Accept` allows HTML.
+    pub fn is_page(&self) -> bool {
+        if self.method != "GET" && self.method != "HEAD" {
+            return false;
+        }
+        if self
+            .requested_with
+            .as_deref()
+            .is_some_and(|v| v.eq_ignore_ascii_case("XMLHttpRequest"))
+        {
+            return false;
+        }
+        if let Some(mode) = &self.sec_fetch_mode {
+            let dest_ok = self
+                .sec_fetch_dest
+                .as_deref()
+                .is_none_or(|d| matches!(d, "document" | "iframe" | "frame" | "embed" | "object"));
+            return mode.eq_ignore_ascii_case("navigate") && dest_ok;
+        }
+        match &self.accept {
+            None => true,
+            Some(accept) => accepts_html(accept),
+        }
+    }
+
+    /// `scheme://host`, when the host is a plausible host name (it ends up in `redirect_uri`).
+    pub fn origin(&self) -> Option<String> {
+        let host_ok = !self.host.is_empty()
+            && self.host.len() <= 255
+            && self.host.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_')
+            });
+        let scheme = self.scheme.to_ascii_lowercase();
+        (host_ok && (scheme == "http" || scheme == "https"))
+            .then(|| format!("{scheme}://{}", self.host.to_ascii_lowercase()))
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.scheme.eq_ignore_ascii_case("https")
+    }
+}
+
+fn accepts_html(accept: &str) -> bool {
+    accept.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            let p = p.trim().replace(' ', "");
+            p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
+        });
+        !refused
+            && matches!(
+                media.as_str(),
+                "text/html" | "text/*" | "*/*" | "application/xhtml+xml"
+            )
+    })
+}
+
+/// A call to the token endpoint, ready to dispatch through `cluster`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenCall {
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl std::fmt::Debug for TokenCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenCall([redacted])")
+    }
+}
+
+/// The request goes on to the service.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Forward {
+    /// Headers to set: the bearer token and the claim headers.
+    pub set_headers: Vec<(String, String)>,
+    /// The `Cookie` header the service sees: `None` to remove it.
+    pub cookie_header: Option<Vec<u8>>,
+    /// `Set-Cookie` values to add to the service's response (after a refresh).
+    pub response_cookies: Vec<String>,
+    pub events: Vec<Event>,
+}
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.set_headers.iter().map(|(n, _)| n.as_str()).collect();
+        write!(
+            f,
+            "Forward(sets {names:?}, {} response cookies, [redacted])",
+            self.response_cookies.len()
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Continue(Forward),
+    Reply(Reply),
+    WaitForKeys,
+    RefetchKeys,
+    /// L2: exchange the code, once `replay` is recorded (a state already used: [`replayed`]).
+    Exchange {
+        call: TokenCall,
+        tx: Transaction,
+        clears: Vec<String>,
+        replay: replay::Claim,
+    },
+    /// L5: refresh the session. `slot` names the single-flight entry of this refresh token.
+    Refresh {
+        call: TokenCall,
+        session: Session,
+        slot: String,
+    },
+}
+
+/// Everything the login decisions need besides the request.
+pub struct Env<'a> {
+    pub config: &'a Config,
+    pub login: &'a LoginConfig,
+    pub sealer: &'a Sealer,
+    pub names: &'a Names,
+    pub keys: Option<&'a KeySet>,
+    /// Verified access tokens (the warm path); `None` checks every time.
+    pub cache: token::CacheRef<'a>,
+    pub now: u64,
+}
+
+impl Env<'_> {
+    /// The browser-facing origin of a request (`scheme://host`) and whether it is https: the
+    /// configured `public_origins` entry its `Host` names, or, with none configured, the
+    /// request's scheme and `Host`. `None`: no redirect may be built for this request.
+    fn origin(&self, req: &Request) -> Option<(String, bool)> {
+        if self.login.public_origins.is_empty() {
+            return req.origin().map(|o| (o, req.is_https()));
+        }
+        self.login
+            .public_origins
+            .iter()
+            .find(|o| o.matches_host(&req.host))
+            .map(|o| (o.as_url(), o.https))
+    }
+
+    fn attrs(&self, req: &Request) -> Attributes {
+        let secure = match self.config.cookie.secure {
+            crate::config::SecureCookie::Always => true,
+            crate::config::SecureCookie::Never => false,
+            crate::config::SecureCookie::Auto => match self.origin(req) {
+                Some((_, https)) => https,
+                None => req.is_https(),
+            },
+        };
+        Attributes::new(&self.config.cookie, secure)
+    }
+
+    fn client_id(&self) -> &str {
+        self.config.client_id.as_deref().unwrap_or_default()
+    }
+
+    fn session(&self, req: &Request) -> Option<Session> {
+        let sealed = session::read_chunked(&req.cookies, &self.names.session)?;
+        self.sealer.open::<Session>(&sealed, self.now)
+    }
+
+    /// A token call with the client's credentials (`client_secret_basic` or `_post`).
+    fn token_call<'s>(&'s self, mut form: Vec<(&'s str, &'s str)>) -> TokenCall {
+        let endpoint = &self.login.token_endpoint;
+        let mut headers = vec![
+            (":method".to_string(), "POST".to_string()),
+            (":path".to_string(), endpoint.path.clone()),
+            (":authority".to_string(), endpoint.authority.clone()),
+            (":scheme".to_string(), endpoint.url.scheme().to_string()),
+            (
+                "content-type".to_string(),
+                "application/x-www-form-urlencoded".to_string(),
+            ),
+            ("accept".to_string(), "application/json".to_string()),
+            ("user-agent".to_string(), "mesh-oidc".to_string()),
+        ];
+        let secret = self.login.client_secret.expose();
+        match self.login.client_auth {
+            ClientAuth::Basic => {
+                // RFC 6749 §2.3.1: both parts form-encoded before base64.
+                let enc =
+                    |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let pair = format!("{}:{}", enc(self.client_id()), enc(secret));
+                headers.push((
+                    "authorization".to_string(),
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(pair)
+                    ),
+                ));
+            }
+            ClientAuth::Post => {
+                form.push(("client_id", self.client_id()));
+                form.push(("client_secret", secret));
+            }
+        }
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        TokenCall { headers, body }
+    }
+
+    fn credential<'r>(&self, req: &'r Request) -> Credential<'r> {
+        let auths: Vec<&[u8]> = req.authorizations.iter().map(Vec::as_slice).collect();
+        session::credential(&auths, &req.cookies, self.names)
+    }
+
+    /// L4 and B6: the verified token as the bearer, and as the one `cookie.name` cookie when the
+    /// browser keeps its session in cookies; no other copy and no sealed cookie goes on.
+    fn forward(&self, req: &Request, token: &str, verified: &Verified, as_cookie: bool) -> Forward {
+        let mut set_headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
+        set_headers.extend(claim_headers(self.config, verified));
+        Forward {
+            set_headers,
+            cookie_header: session::forwarded_cookies(
+                &req.cookies,
+                self.names,
+                as_cookie.then_some(token.as_bytes()),
+            ),
+            response_cookies: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// `Set-Cookie` values that clear every cookie of the filter the request carries.
+    fn clear_all(&self, req: &Request) -> Vec<String> {
+        let a = self.attrs(req);
+        let mut out = session::clear_chunked(&self.names.access, &a, &req.cookies);
+        out.extend(session::clear_chunked(
+            &self.names.session,
+            &a,
+            &req.cookies,
+        ));
+        let tx_attrs = a.for_transaction();
+        let transactions = web::cookies(&req.cookies)
+            .filter(|(name, _)| self.names.is_transaction(name))
+            .filter_map(|(name, _)| std::str::from_utf8(name).ok())
+            .take(MAX_CLEARED_TRANSACTIONS);
+        for name in transactions {
+            out.push(session::clear_cookie(name, &tx_attrs));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// Transaction cookies cleared in one response at most: a request stuffed with a thousand junk
+/// ones must not get a thousand `Set-Cookie`s back (a front proxy would turn that into a 502).
+pub const MAX_CLEARED_TRANSACTIONS: usize = 8;
+
+/// Decides a login-mode request (claim headers already stripped, skip paths already passed).
+pub fn decide(env: &Env, req: &Request, rng: &mut dyn Random, refetch_allowed: bool) -> Action {
+    let path = web::path_only(&req.path);
+    if path == env.login.callback_path {
+        return callback::callback(env, req);
+    }
+    if path == env.login.logout_path {
+        return Action::Reply(logout(env, req));
+    }
+
+    let mut clears = Vec::new();
+    let mut invalid = None;
+    let session = env.session(req);
+    match env.credential(req) {
+        Credential::Conflict => return Action::Reply(conflicting_tokens(env, req, rng)),
+        Credential::None => {}
+        Credential::One {
+            token, from_cookie, ..
+        } => {
+            let Some(keys) = env.keys else {
+                return Action::WaitForKeys;
+            };
+            let checked = std::str::from_utf8(&token)
+                .map_err(|_| TokenError::Malformed)
+                .and_then(|token| {
+                    token::verify_access(token, keys, env.cache, &env.config.rules, env.now)
+                        .map(|v| (token, v))
+                });
+            match checked {
+                Ok((token, verified)) => {
+                    let as_cookie = from_cookie || session.is_some();
+                    return Action::Continue(env.forward(req, token, &verified, as_cookie));
+                }
+                Err(TokenError::UnknownKey) if refetch_allowed => return Action::RefetchKeys,
+                Err(e) => {
+                    clears = env.clear_all(req);
+                    invalid = Some(e);
+                }
+            }
+        }
+    }
+
+    match session {
+        Some(session) if session.refresh_token.is_some() => refresh::refresh(env, session),
+        _ => Action::Reply(unauthenticated(env, req, rng, clears, invalid)),
+    }
+}
+
+/// B6: two different access tokens in one request. A page starts over with every cookie of the
+/// filter cleared; anything else gets a 401.
+fn conflicting_tokens(env: &Env, req: &Request, rng: &mut dyn Random) -> Reply {
+    if req.is_page() {
+        return start_login(env, req, rng, env.clear_all(req))
+            .counting(Event::TokenRejected("conflict"));
+    }
+    crate::inbound::conflict_reply()
+}
+
+/// No valid session: a page goes to the login page (L1), anything else gets a 401 (V2, with
+/// `error="invalid_token"` when a token was presented: L1+).
+fn unauthenticated(
+    env: &Env,
+    req: &Request,
+    rng: &mut dyn Random,
+    clears: Vec<String>,
+    invalid: Option<TokenError>,
+) -> Reply {
+    if !req.is_page() {
+        let reply = match invalid {
+            Some(e) => {
+                web::unauthorized(Some(e.description())).counting(Event::TokenRejected(e.reason()))
+            }
+            None => web::unauthorized(None).counting(Event::TokenRejected("missing")),
+        };
+        return reply.with_cookies(clears);
+    }
+    start_login(env, req, rng, clears)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::login::testing::*;
+    use crate::testkit::*;
+    use jwt_simple::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn pages_and_api_calls() {
+        assert!(page("/", "").is_page());
+        let mut r = page("/", "");
+        r.accept = None;
+        assert!(r.is_page(), "no Accept");
+        r.accept = Some("application/json".into());
+        assert!(!r.is_page());
+        r.accept = Some("text/html;q=0, application/json".into());
+        assert!(!r.is_page());
+        r.accept = Some("*/*".into());
+        assert!(r.is_page(), "curl");
+        r.sec_fetch_mode = Some("cors".into());
+        r.sec_fetch_dest = Some("empty".into());
+        assert!(
+            !r.is_page(),
+            "fetch() sends Accept */* but Sec-Fetch-Mode cors"
+        );
+        r.sec_fetch_mode = Some("navigate".into());
+        r.sec_fetch_dest = Some("document".into());
+        assert!(r.is_page());
+        let mut post = page("/", "");
+        post.method = "POST".into();
+        assert!(!post.is_page());
+        let mut xhr = page("/", "");
+        xhr.requested_with = Some("XMLHttpRequest".into());
+        assert!(!xhr.is_page());
+    }
+
+    #[test]
+    fn api_calls_without_session_get_401_json() {
+        let f = fixture();
+        let mut req = page("/api/v1/products", "");
+        req.method = "POST".into();
+        let reply = reply_of(decide(&f.env(), &req, &mut Counter(0), true));
+        assert_eq!(reply.status, 401);
+        assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert!(reply.header("location").is_none());
+    }
+
+    #[test]
+    fn a_valid_cookie_forwards_the_bearer_and_hides_sealed_cookies() {
+        let f = fixture();
+        let t = valid_token();
+        let cookies = format!(
+            "theme=dark; access_token={t}; access_token_session=sealed; access_token_tx_abc=x"
+        );
+        let Action::Continue(fwd) = decide(&f.env(), &page("/", &cookies), &mut Counter(0), true)
+        else {
+            panic!("expected continue")
+        };
+        assert!(fwd
+            .set_headers
+            .contains(&("authorization".into(), format!("Bearer {t}"))));
+        assert!(fwd.set_headers.contains(&("x-user".into(), "alice".into())));
+        assert_eq!(
+            String::from_utf8(fwd.cookie_header.unwrap()).unwrap(),
+            format!("theme=dark; access_token={t}")
+        );
+        assert!(fwd.response_cookies.is_empty());
+    }
+
+    #[test]
+    fn only_the_verified_token_reaches_the_service() {
+        let f = fixture();
+        let t = valid_token();
+        let forged = sign_rsa(claims(keycloak_claims())).replace('.', ".x");
+        // Two different access tokens: refused, whichever order (B6).
+        for cookies in [
+            format!("access_token={t}; access_token={forged}"),
+            format!("access_token={forged}; access_token={t}"),
+        ] {
+            let mut api = page("/api", &cookies);
+            api.accept = Some("application/json".into());
+            let r = reply_of(decide(&f.env(), &api, &mut Counter(0), true));
+            assert_eq!(r.status, 401);
+            assert!(r
+                .header("www-authenticate")
+                .unwrap()
+                .contains("invalid_token"));
+            // A page starts over, with the filter's cookies cleared.
+            let r = reply_of(decide(
+                &f.env(),
+                &page("/", &cookies),
+                &mut Counter(0),
+                true,
+            ));
+            assert_eq!(r.status, 302);
+            assert!(cookie_pairs(&r)
+                .iter()
+                .any(|(n, v, _)| n == "access_token" && v.is_empty()));
+        }
+        let mut bearer_and_cookie = page("/", &format!("access_token={forged}"));
+        bearer_and_cookie.authorizations = vec![format!("Bearer {t}").into_bytes()];
+        assert!(matches!(
+            decide(&f.env(), &bearer_and_cookie, &mut Counter(0), true),
+            Action::Reply(_)
+        ));
+        let mut two_headers = page("/", "");
+        two_headers.authorizations = vec![
+            format!("Bearer {t}").into_bytes(),
+            format!("Bearer {forged}").into_bytes(),
+        ];
+        assert!(matches!(
+            decide(&f.env(), &two_headers, &mut Counter(0), true),
+            Action::Reply(_)
+        ));
+        // An identical copy and a forged chunk are dropped; the verified token goes on once.
+        let cookies = format!("access_token={t}; a=1; access_token={t}; access_token_5=evil");
+        let Action::Continue(fwd) = decide(&f.env(), &page("/", &cookies), &mut Counter(0), true)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            String::from_utf8(fwd.cookie_header.unwrap()).unwrap(),
+            format!("access_token={t}; a=1")
+        );
+        // A bearer alone: no cookie is made up for it.
+        let mut bearer = page("/", "a=1");
+        bearer.authorizations = vec![format!("Bearer {t}").into_bytes()];
+        let Action::Continue(fwd) = decide(&f.env(), &bearer, &mut Counter(0), true) else {
+            panic!()
+        };
+        assert_eq!(fwd.cookie_header.as_deref(), Some(&b"a=1"[..]));
+    }
+
+    #[test]
+    fn an_api_call_with_a_bad_token_is_told_invalid_token() {
+        let f = fixture();
+        let mut api = page("/api", "access_token=garbage");
+        api.accept = Some("application/json".into());
+        let r = reply_of(decide(&f.env(), &api, &mut Counter(0), true));
+        assert_eq!(r.status, 401);
+        assert!(
+            r.header("www-authenticate")
+                .unwrap()
+                .starts_with("Bearer error=\"invalid_token\""),
+            "{:?}",
+            r.header("www-authenticate")
+        );
+        api.cookies = Vec::new();
+        let r = reply_of(decide(&f.env(), &api, &mut Counter(0), true));
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    }
+
+    #[test]
+    fn cookies_sealed_under_a_retired_secret_still_open() {
+        let old = fixture();
+        let s = Session {
+            id_token: None,
+            refresh_token: Some("r".into()),
+        };
+        let sealed_by_old = session_cookie(&old, &s);
+        let old_secret = old.config.clone();
+        let _ = old_secret;
+        let rotated = Fixture::new(config_with(|v| {
+            let previous = v["session_secret"].clone();
+            v["session_secret"] = json!(["Yc1C7n0Zb2k4PqWm8RtXv5Hs3Lf9JdGa6EoUiTyBwN0=", previous]);
+        }));
+        assert!(matches!(
+            decide(
+                &rotated.env(),
+                &page("/", &sealed_by_old),
+                &mut Counter(0),
+                true
+            ),
+            Action::Refresh { .. }
+        ));
+        let replaced = Fixture::new(config_with(|v| {
+            v["session_secret"] = json!(["Yc1C7n0Zb2k4PqWm8RtXv5Hs3Lf9JdGa6EoUiTyBwN0="]);
+        }));
+        let r = reply_of(decide(
+            &replaced.env(),
+            &page("/", &sealed_by_old),
+            &mut Counter(0),
+            true,
+        ));
+        assert_eq!(r.status, 302, "a retired secret no longer opens: L1");
+        // New cookies are sealed with the first secret only.
+        let fresh = rotated.sealer.seal(&s, NOW, 60).unwrap();
+        assert_eq!(
+            replaced.sealer.open::<Session>(&fresh, NOW),
+            Some(s.clone())
+        );
+        assert_eq!(old.sealer.open::<Session>(&fresh, NOW), None);
+    }
+
+    #[test]
+    fn waits_for_keys_and_refetches_unknown_kids() {
+        let f = fixture();
+        let t = valid_token();
+        let mut env = f.env();
+        env.keys = None;
+        let req = page("/", &format!("access_token={t}"));
+        assert_eq!(
+            decide(&env, &req, &mut Counter(0), true),
+            Action::WaitForKeys
+        );
+        let other = other_rsa()
+            .clone()
+            .with_key_id("new")
+            .sign(claims(keycloak_claims()))
+            .unwrap();
+        let req = page("/", &format!("access_token={other}"));
+        assert_eq!(
+            decide(&f.env(), &req, &mut Counter(0), true),
+            Action::RefetchKeys
+        );
+        assert_eq!(
+            reply_of(decide(&f.env(), &req, &mut Counter(0), false)).status,
+            302
+        );
+    }
+}

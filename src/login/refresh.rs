@@ -1,0 +1,214 @@
+//! Refresh (L5): one token call per refresh token, shared by the requests that need it.
+
+use super::callback::{session_cookies, token_response, DEFAULT_SESSION_TTL};
+use super::*;
+
+pub(super) fn refresh(env: &Env, session: Session) -> Action {
+    let refresh_token = session.refresh_token.clone().unwrap_or_default();
+    let call = env.token_call(vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token.as_str()),
+    ]);
+    Action::Refresh {
+        call,
+        slot: refresh_slot(env.login, &refresh_token),
+        session,
+    }
+}
+
+/// Refreshes of one token share one slot; a fixed number of slots bounds the memory they take.
+pub const REFRESH_SLOTS: usize = 1024;
+
+/// `index:digest` of a refresh token: the slot it uses and what tells it apart from others there.
+pub fn refresh_slot(login: &LoginConfig, refresh_token: &str) -> String {
+    let mut input = login.session_keys.sealing().bytes().to_vec();
+    input.extend_from_slice(refresh_token.as_bytes());
+    let digest = hmac_sha256::Hash::hash(&input);
+    let index = usize::from(u16::from_be_bytes([
+        digest.first().copied().unwrap_or(0),
+        digest.get(1).copied().unwrap_or(0),
+    ]));
+    format!(
+        "{}:{}",
+        index % REFRESH_SLOTS,
+        b64url(digest.get(..16).unwrap_or_default())
+    )
+}
+
+/// L5: the token endpoint answered a refresh. Success: the same request goes on with the new
+/// token and the response sets the new cookies. Failure: cookies cleared, then L1.
+pub fn finish_refresh(
+    env: &Env,
+    req: &Request,
+    old: &Session,
+    status: u32,
+    body: &[u8],
+    rng: &mut dyn Random,
+) -> Action {
+    let refreshed = token_response(status, body).ok().and_then(|tokens| {
+        let keys = env.keys?;
+        let access = token::verify_access(
+            &tokens.access_token,
+            keys,
+            env.cache,
+            &env.config.rules,
+            env.now,
+        )
+        .ok()?;
+        let session = Session {
+            id_token: tokens.id_token.clone().or_else(|| old.id_token.clone()),
+            refresh_token: tokens
+                .refresh_token
+                .clone()
+                .or_else(|| old.refresh_token.clone()),
+        };
+        let ttl = tokens
+            .refresh_expires_in
+            .filter(|t| *t > 0)
+            .unwrap_or(DEFAULT_SESSION_TTL);
+        let cookies = session_cookies(env, req, &tokens.access_token, &access, &session, ttl)?;
+        Some((tokens.access_token, access, cookies))
+    });
+    match refreshed {
+        Some((token, verified, cookies)) => {
+            let mut forward = env.forward(req, &token, &verified, true);
+            forward.response_cookies = cookies;
+            forward.events.push(Event::RefreshOk);
+            Action::Continue(forward)
+        }
+        None => Action::Reply(
+            unauthenticated(env, req, rng, env.clear_all(req), None).counting(Event::RefreshFailed),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::login::testing::*;
+    use crate::testkit::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_expired_token_with_a_session_refreshes_and_goes_on() {
+        let f = fixture();
+        let old = Session {
+            id_token: Some("id-1".into()),
+            refresh_token: Some("refresh-1".into()),
+        };
+        let cookies = format!(
+            "access_token={}; {}",
+            expired_token(),
+            session_cookie(&f, &old)
+        );
+        let req = page("/productpage", &cookies);
+        let Action::Refresh {
+            call,
+            session,
+            slot,
+        } = decide(&f.env(), &req, &mut Counter(0), true)
+        else {
+            panic!("expected a refresh")
+        };
+        assert_eq!(session, old);
+        assert!(
+            call.body.contains("grant_type=refresh_token")
+                && call.body.contains("refresh_token=refresh-1")
+        );
+        assert_eq!(slot, refresh_slot(f.config.login().unwrap(), "refresh-1"));
+        assert_ne!(slot, refresh_slot(f.config.login().unwrap(), "refresh-2"));
+
+        // Absent access token, same session: refresh too.
+        let req2 = page("/", &session_cookie(&f, &old));
+        assert!(matches!(
+            decide(&f.env(), &req2, &mut Counter(0), true),
+            Action::Refresh { .. }
+        ));
+
+        let access = valid_token();
+        let body = json!({"access_token": access, "refresh_token": "refresh-2", "expires_in": 290})
+            .to_string();
+        let Action::Continue(fwd) =
+            finish_refresh(&f.env(), &req, &old, 200, body.as_bytes(), &mut Counter(0))
+        else {
+            panic!("expected continue")
+        };
+        assert!(fwd
+            .set_headers
+            .contains(&("authorization".into(), format!("Bearer {access}"))));
+        let set: Vec<_> = fwd
+            .response_cookies
+            .iter()
+            .map(|c| c.split(';').next().unwrap().to_string())
+            .collect();
+        assert!(set.contains(&format!("access_token={access}")));
+        let sealed = set
+            .iter()
+            .find(|c| c.starts_with("access_token_session="))
+            .unwrap();
+        let s: Session = f
+            .sealer
+            .open(sealed.trim_start_matches("access_token_session="), NOW)
+            .unwrap();
+        assert_eq!(
+            s,
+            Session {
+                id_token: Some("id-1".into()),
+                refresh_token: Some("refresh-2".into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_failed_refresh_clears_and_logs_in_again() {
+        let f = fixture();
+        let old = Session {
+            id_token: None,
+            refresh_token: Some("r".into()),
+        };
+        let cookies = format!(
+            "access_token={}; {}",
+            expired_token(),
+            session_cookie(&f, &old)
+        );
+        for (status, body) in [
+            (400, &br#"{"error":"invalid_grant"}"#[..]),
+            (0, b""),
+            (200, b"{}"),
+        ] {
+            let r = reply_of(finish_refresh(
+                &f.env(),
+                &page("/p", &cookies),
+                &old,
+                status,
+                body,
+                &mut Counter(0),
+            ));
+            assert_eq!(r.status, 302);
+            let pairs = cookie_pairs(&r);
+            assert!(pairs
+                .iter()
+                .any(|(n, v, a)| n == "access_token" && v.is_empty() && a.contains("Max-Age=0")));
+            assert!(pairs
+                .iter()
+                .any(|(n, v, _)| n == "access_token_session" && v.is_empty()));
+            assert!(
+                pairs
+                    .iter()
+                    .any(|(n, v, _)| n.contains("_tx_") && !v.is_empty()),
+                "L1 again"
+            );
+        }
+        let mut api = page("/api", &cookies);
+        api.accept = Some("application/json".into());
+        let r = reply_of(finish_refresh(
+            &f.env(),
+            &api,
+            &old,
+            400,
+            b"{}",
+            &mut Counter(0),
+        ));
+        assert_eq!(r.status, 401);
+    }
+}
