@@ -2,11 +2,12 @@
 //! proxy-wasm layer (`filter/`) calls these functions and does nothing else; the tests call them
 //! with a fake host.
 
-use crate::config::Config;
-use crate::flow::{self, Outcome, Snapshot, State};
+use crate::config::{Config, Upstream401};
+use crate::flow::{self, Outcome, Snapshot, State, StateRef};
 use crate::host::{Host, HostRandom, Level};
 use crate::inbound::{self, Headers};
 use crate::login;
+use crate::replay::Claim;
 use crate::validate;
 use crate::vm::{self, Vm, VmRef};
 
@@ -76,6 +77,17 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
         (v.config.clone(), v.names.clone())
     };
     let headers = Headers(h.request_headers());
+    if config.login().is_some() && h.is_outbound() {
+        // L7+: the workload calls another service; only its answer matters.
+        let state = State {
+            request_id: headers.request_id(),
+            outbound: Some(headers.text(":authority").unwrap_or_default().to_string()),
+            ..State::default()
+        };
+        let state = std::rc::Rc::new(std::cell::RefCell::new(state));
+        vm.borrow_mut().requests.insert(ctx, state);
+        return Outcome::Continue;
+    }
     // B3: a client can never set a claim header itself, in any spelling, skip paths included.
     for name in headers.names() {
         if validate::is_claim_header(&config, name) {
@@ -133,6 +145,13 @@ pub fn response_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
     let Some(state) = state else {
         return Outcome::Continue;
     };
+    let outbound = state.borrow().outbound.clone();
+    if let Some(authority) = outbound {
+        if h.response_status() == 401 {
+            remember_outbound_401(h, vm, &state, &authority);
+        }
+        return Outcome::Continue;
+    }
     let login_req = state.borrow().login.clone();
     let Some(req) = login_req else {
         return Outcome::Continue;
@@ -145,15 +164,19 @@ pub fn response_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
         // L1+: a response that sets the session must never be stored by a shared cache.
         h.set_response_header("cache-control", "no-store");
     }
-    if h.response_status() != 401 {
-        return Outcome::Continue;
-    }
-    // L7: the service refused the token on a page request.
     let now_ms = h.now_ms();
     let snap = Snapshot::take(vm, now_ms);
     let Some(env) = snap.env(now_ms) else {
         return Outcome::Continue;
     };
+    // L7: the service refused the token on a page request, or (L7+) a service the page called.
+    let refused = h.response_status() == 401
+        || (req.is_page()
+            && env.login.on_upstream_401 != Upstream401::Pass
+            && outbound_401_seen(h, &req.request_id, now_ms / 1000));
+    if !refused {
+        return Outcome::Continue;
+    }
     match login::upstream_401(&env, &req, &mut HostRandom(h)) {
         Some(reply) => {
             h.log(
@@ -169,6 +192,65 @@ pub fn response_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
         }
         None => Outcome::Continue,
     }
+}
+
+/// How long an outbound 401 is remembered for the page it belongs to.
+pub const OUTBOUND_401_TTL_SECONDS: u64 = 30;
+const OUTBOUND_401_SET: &str = "mesh-oidc/401";
+
+/// L7+: an outbound call answered 401; if its service counts, the page it was made for (the
+/// same `x-request-id`) will act per `on_upstream_401`.
+fn remember_outbound_401(h: &dyn Host, vm: &VmRef, state: &StateRef, authority: &str) {
+    let (services, rid) = {
+        let v = vm.borrow();
+        let services = v
+            .config
+            .login()
+            .map(|l| l.upstream_401_services.clone())
+            .unwrap_or_default();
+        (services, state.borrow().request_id.clone())
+    };
+    if rid == "-" || !service_counts(&services, authority) {
+        return;
+    }
+    let now = h.now_ms() / 1000;
+    let mark = Claim::in_set(OUTBOUND_401_SET, &rid, now + OUTBOUND_401_TTL_SECONDS);
+    for _ in 0..4 {
+        let (value, cas) = h.get_shared(&mark.key);
+        let Some(updated) = mark.record(value.as_deref().unwrap_or_default(), now) else {
+            return; // already recorded
+        };
+        if h.set_shared(&mark.key, &updated, cas) {
+            h.log(
+                Level::Info,
+                &format!("mesh-oidc[{rid}]: {authority} answered the workload 401"),
+            );
+            return;
+        }
+    }
+}
+
+/// Whether an outbound call's `:authority` is one of `services` (all count when none is named):
+/// the host alone matches any port.
+pub fn service_counts(services: &[String], authority: &str) -> bool {
+    if services.is_empty() {
+        return true;
+    }
+    let authority = authority.to_ascii_lowercase();
+    let host = authority
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(authority.as_str(), |(h, _)| h);
+    services.iter().any(|s| *s == authority || *s == host)
+}
+
+fn outbound_401_seen(h: &dyn Host, request_id: &str, now: u64) -> bool {
+    if request_id == "-" {
+        return false;
+    }
+    let mark = Claim::in_set(OUTBOUND_401_SET, request_id, 0);
+    let (value, _) = h.get_shared(&mark.key);
+    value.is_some_and(|v| mark.is_in(&v, now))
 }
 
 /// A dispatched call's answer, heard in context `current` (the root or a request's).

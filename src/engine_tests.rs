@@ -680,3 +680,153 @@ fn logs_never_hold_a_token_a_code_or_a_secret() {
         }
     }
 }
+
+fn outbound_call(path: &'static str, authority: &str, rid: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (":method", "GET".into()),
+        (":path", path.into()),
+        (":authority", authority.into()),
+        ("authorization", bearer(&valid_token())),
+        ("x-request-id", rid.into()),
+    ]
+}
+
+fn send_outbound(p: &Proxy, ctx: u32, headers: &[(&'static str, String)]) -> Outcome {
+    let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    p.request_on(ctx, &h, true)
+}
+
+fn with_rid(mut h: Vec<(&'static str, String)>, rid: &str) -> Vec<(&'static str, String)> {
+    h.retain(|(n, _)| *n != "x-request-id");
+    h.push(("x-request-id", rid.into()));
+    h
+}
+
+#[test]
+fn an_outbound_401_makes_the_page_log_in_again_although_the_app_answered_200() {
+    let w = world();
+    let mut config = login_config();
+    config["upstream_401_services"] = json!(["details:9080"]);
+    let p = ready(&w, &config, 100);
+    let cookies = log_in(&p, 2, "r");
+    // The page comes in; the app calls details (refused) and reviews (fine), then answers 200.
+    assert_eq!(
+        send(&p, 10, &with_rid(page("/productpage", &cookies), "rid-7")),
+        Outcome::Continue
+    );
+    let call = outbound_call("/details/0", "details:9080", "rid-7");
+    assert_eq!(send_outbound(&p, 11, &call), Outcome::Continue);
+    assert_eq!(
+        p.req(11).header("authorization"),
+        Some(bearer(&valid_token())),
+        "untouched"
+    );
+    assert_eq!(
+        p.respond(11, 401),
+        Outcome::Continue,
+        "the app sees its 401"
+    );
+    let other = outbound_call("/reviews/0", "reviews:9080", "rid-7");
+    send_outbound(&p, 12, &other);
+    p.respond(12, 200);
+    assert_eq!(p.respond(10, 200), Outcome::Pause);
+    let reply = p.req(10).reply().cloned().unwrap();
+    assert_eq!(reply.status, 302);
+    assert!(reply
+        .header("location")
+        .unwrap()
+        .contains("/openid-connect/auth?"));
+    assert_eq!(p.host.counter("mesh_oidc.upstream_401"), 1);
+    // Another page, whose calls went well, is untouched; so is one refused by an unlisted service.
+    send(&p, 20, &with_rid(page("/productpage", &cookies), "rid-8"));
+    send_outbound(&p, 21, &outbound_call("/ratings", "ratings:9080", "rid-8"));
+    p.respond(21, 401);
+    assert_eq!(p.respond(20, 200), Outcome::Continue);
+    // The mark expires with the request.
+    send(&p, 30, &with_rid(page("/productpage", &cookies), "rid-9"));
+    send_outbound(&p, 31, &outbound_call("/details/0", "details", "rid-9"));
+    p.respond(31, 401);
+    w.advance((crate::engine::OUTBOUND_401_TTL_SECONDS + 1) * 1000);
+    assert_eq!(p.respond(30, 200), Outcome::Continue);
+}
+
+#[test]
+fn refresh_first_then_login_when_the_service_still_refuses() {
+    let w = world();
+    let mut config = login_config();
+    config["on_upstream_401"] = json!("refresh");
+    let p = ready(&w, &config, 100);
+    let cookies = log_in(&p, 2, "refresh-1");
+    send(&p, 10, &page("/productpage?x=1", &cookies));
+    assert_eq!(p.respond(10, 401), Outcome::Pause);
+    let reply = p.req(10).reply().cloned().unwrap();
+    assert_eq!(reply.status, 302);
+    assert_eq!(
+        reply.header("location"),
+        Some("/productpage?x=1"),
+        "back to the page"
+    );
+    let set = set_cookies(&p, 10);
+    assert!(set.iter().any(|c| c.starts_with("access_token=;")));
+    assert!(
+        !set.iter().any(|c| c.starts_with("access_token_session=")),
+        "the session stays"
+    );
+    // The browser comes back: no access token, the session: a refresh, then the page.
+    let next = format!("{}; {}", expired_session_request(&cookies), jar(&set));
+    send(&p, 11, &page("/productpage?x=1", &next));
+    let call = p.call_to("/token");
+    p.answer(
+        call.token,
+        200,
+        &token_body(&valid_token(), None, "refresh-2"),
+    );
+    assert_eq!(p.req(11).resumed, 1);
+    // Refused again within the window: a full login this time, not a loop.
+    assert_eq!(p.respond(11, 401), Outcome::Pause);
+    let reply = p.req(11).reply().cloned().unwrap();
+    assert!(reply
+        .header("location")
+        .unwrap()
+        .contains("/openid-connect/auth?"));
+}
+
+#[test]
+fn a_refresh_after_a_key_rotation_fetches_the_keys_and_goes_on() {
+    let w = world();
+    let p = ready(&w, &login_config(), 100);
+    let session = expired_session_request(&log_in(&p, 2, "refresh-1"));
+    w.advance(10_000);
+    send(&p, 10, &page("/p", &session));
+    let call = p.call_to("/token");
+    p.answer(
+        call.token,
+        200,
+        &token_body(&unknown_kid_token(), None, "refresh-2"),
+    );
+    assert_eq!(p.status(10), None, "held for the keys");
+    p.tick();
+    let keys = p.call_to(JWKS_PATH);
+    p.answer(keys.token, 200, &rotated_jwks());
+    assert_eq!(p.req(10).resumed, 1);
+    assert_eq!(
+        p.req(10).header("authorization"),
+        Some(bearer(&unknown_kid_token()))
+    );
+    p.respond(10, 200);
+    assert!(set_cookies(&p, 10)
+        .iter()
+        .any(|c| c.starts_with("access_token=e")));
+    // A refused refresh says why in the log (after the shared answer's reuse ran out).
+    w.advance(flight_ttl());
+    send(&p, 20, &page("/p", &session));
+    let call = p.call_to("/token");
+    p.answer(call.token, 400, br#"{"error":"invalid_grant"}"#);
+    assert!(p
+        .host
+        .logged("refresh refused: the token endpoint answered 400 invalid_grant"));
+}
+
+fn flight_ttl() -> u64 {
+    crate::flight::RESULT_TTL_MS + 1
+}

@@ -51,6 +51,7 @@ pub struct FakeRequest {
     pub replies: Vec<Reply>,
     pub resumed: u32,
     pub tls: bool,
+    pub outbound: bool,
 }
 
 impl FakeRequest {
@@ -196,6 +197,10 @@ impl Host for FakeHost {
         self.with_current(|r| r.tls).unwrap_or(false)
     }
 
+    fn is_outbound(&self) -> bool {
+        self.with_current(|r| r.outbound).unwrap_or(false)
+    }
+
     fn response_status(&self) -> u32 {
         self.with_current(|r| r.response_status).unwrap_or(0)
     }
@@ -335,11 +340,17 @@ impl Proxy {
 
     /// A request arrives in a new context `ctx` with these headers.
     pub fn request(&self, ctx: u32, headers: &[(&str, &str)]) -> Outcome {
+        self.request_on(ctx, headers, false)
+    }
+
+    /// A request on an inbound or (`outbound`) an outbound listener.
+    pub fn request_on(&self, ctx: u32, headers: &[(&str, &str)], outbound: bool) -> Outcome {
         let req = FakeRequest {
             headers: headers
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
                 .collect(),
+            outbound,
             ..FakeRequest::default()
         };
         self.host.requests.borrow_mut().insert(ctx, req);

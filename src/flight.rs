@@ -6,6 +6,23 @@
 /// How long a published answer is reused by requests that still carry the old refresh token.
 pub const RESULT_TTL_MS: u64 = 30_000;
 
+/// How long this answer may be reused: [`RESULT_TTL_MS`], but never past half the lifetime of
+/// the access token it holds (a provider that does not rotate refresh tokens would otherwise hand
+/// out an expired token from the slot).
+pub fn result_ttl_ms(status: u32, body: &[u8]) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Lifetime {
+        expires_in: Option<u64>,
+    }
+    if !(200..300).contains(&status) {
+        return RESULT_TTL_MS;
+    }
+    serde_json::from_slice::<Lifetime>(body)
+        .ok()
+        .and_then(|l| l.expires_in)
+        .map_or(RESULT_TTL_MS, |s| RESULT_TTL_MS.min(s.saturating_mul(500)))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slot<'a> {
     Free,
@@ -217,6 +234,15 @@ mod tests {
         assert_eq!(release(slot, &encode_pending(b"xyz", 9_000)), None);
         assert_eq!(release(slot, &encode_done(b"abc", 9_000, 200, b"{}")), None);
         assert_eq!(release(slot, b""), None);
+    }
+
+    #[test]
+    fn an_answer_is_reused_at_most_half_its_token_lifetime() {
+        assert_eq!(result_ttl_ms(200, br#"{"expires_in": 3}"#), 1_500);
+        assert_eq!(result_ttl_ms(200, br#"{"expires_in": 300}"#), RESULT_TTL_MS);
+        assert_eq!(result_ttl_ms(200, b"{}"), RESULT_TTL_MS);
+        assert_eq!(result_ttl_ms(400, br#"{"expires_in": 1}"#), RESULT_TTL_MS);
+        assert_eq!(result_ttl_ms(200, b"junk"), RESULT_TTL_MS);
     }
 
     #[test]

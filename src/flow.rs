@@ -8,8 +8,8 @@ use std::rc::Rc;
 
 use crate::flight::{self, Plan};
 use crate::host::{Host, HostRandom, Level};
-use crate::login::{self, Action, Env, Exchanged, Forward, TokenCall};
-use crate::pending::{KeysNow, PendingExchange, WaitFor};
+use crate::login::{self, Action, Env, Exchanged, Forward, Refreshed, TokenCall};
+use crate::pending::{HeldRefresh, KeysNow, PendingExchange, WaitFor};
 use crate::session::{Session, Transaction};
 use crate::validate::{self, Decision, Presented};
 use crate::vm::{self, VmRef, Waiter};
@@ -28,6 +28,9 @@ pub struct State {
     pub rewrites: Vec<(&'static str, Option<Vec<u8>>)>,
     /// Login mode: the request.
     pub login: Option<login::Request>,
+    /// Login mode, the workload's own call to another service (an outbound listener): its
+    /// `:authority`. Nothing is done to it; its 401 is remembered for the page (L7+).
+    pub outbound: Option<String>,
     /// `Set-Cookie` values for the service's response (after a refresh).
     pub response_cookies: Vec<String>,
 }
@@ -286,15 +289,13 @@ fn carry_out(
             // unshared because the slot is busy with another token.
             let owned = match plan {
                 Plan::Use { status, body } => {
-                    let action = login::finish_refresh(
-                        env,
-                        req,
-                        &session,
+                    let held = HeldRefresh {
+                        session,
                         status,
-                        &body,
-                        &mut HostRandom(h),
-                    );
-                    return carry_out(h, vm, state, context_id, action, env, req);
+                        body,
+                    };
+                    let refetch = vm.borrow().store.refetch_allowed(h.now_ms());
+                    return refresh_answered(h, vm, state, context_id, env, req, held, refetch);
                 }
                 Plan::Wait => return wait(h, vm, state, context_id, WaitFor::Refresh { slot }),
                 Plan::Take { value } => {
@@ -433,7 +434,7 @@ fn call_answered(
         slot: Some(slot), ..
     } = &call.purpose
     {
-        let until = now_ms.saturating_add(flight::RESULT_TTL_MS);
+        let until = now_ms.saturating_add(flight::result_ttl_ms(status, &body));
         let answer = flight::encode_done(flight::digest(slot), until, status, &body);
         let _ = h.set_shared(&flight::key(slot), &answer, None);
         published = true;
@@ -473,9 +474,22 @@ fn call_answered(
             )
         }
         (Some(req), Some(env), Purpose::Refresh { session, .. }) => {
-            let action =
-                login::finish_refresh(&env, &req, &session, status, &body, &mut HostRandom(h));
-            carry_out(h, vm, &call.state, call.context_id, action, &env, &req)
+            let held = HeldRefresh {
+                session,
+                status,
+                body,
+            };
+            let refetch = snap.refetch_allowed;
+            refresh_answered(
+                h,
+                vm,
+                &call.state,
+                call.context_id,
+                &env,
+                &req,
+                held,
+                refetch,
+            )
         }
         _ => Outcome::Pause,
     };
@@ -523,6 +537,48 @@ fn finish_exchange(
     };
     let what = WaitFor::Exchange {
         exchange: Box::new(exchange),
+        refetch,
+    };
+    wait(h, vm, state, context_id, what)
+}
+
+/// Judges a refresh's answer (the request's own, or one a sibling published): go on with the new
+/// token, log in again (the reason logged), or hold the answer until the key set can check it.
+#[allow(clippy::too_many_arguments)]
+fn refresh_answered(
+    h: &dyn Host,
+    vm: &VmRef,
+    state: &StateRef,
+    context_id: u32,
+    env: &Env,
+    req: &login::Request,
+    held: HeldRefresh,
+    refetch_allowed: bool,
+) -> Outcome {
+    let judged = login::finish_refresh(
+        env,
+        req,
+        &held.session,
+        held.status,
+        &held.body,
+        &mut HostRandom(h),
+        refetch_allowed,
+    );
+    let refetch = match judged {
+        Refreshed::Done { action, failure } => {
+            if let Some(why) = failure {
+                h.log(
+                    Level::Info,
+                    &format!("mesh-oidc[{}]: refresh refused: {why}", req.request_id),
+                );
+            }
+            return carry_out(h, vm, state, context_id, *action, env, req);
+        }
+        Refreshed::RefetchKeys => true,
+        Refreshed::WaitForKeys => false,
+    };
+    let what = WaitFor::Refreshed {
+        refresh: Box::new(held),
         refetch,
     };
     wait(h, vm, state, context_id, what)
@@ -586,6 +642,16 @@ fn resume_waiter(h: &dyn Host, vm: &VmRef, w: Waiter, ready: bool, now_ms: u64) 
             let snap = Snapshot::take(vm, now_ms);
             if let (Some(req), Some(env)) = (req, snap.env(now_ms)) {
                 finish_exchange(h, vm, &w.state, w.context_id, &env, &req, *exchange, false);
+            }
+        }
+        WaitFor::Refreshed { refresh, .. } if ready => {
+            let snap = Snapshot::take(vm, now_ms);
+            if let (Some(req), Some(env)) = (req, snap.env(now_ms)) {
+                let outcome =
+                    refresh_answered(h, vm, &w.state, w.context_id, &env, &req, *refresh, false);
+                if outcome == Outcome::Continue {
+                    h.resume_request();
+                }
             }
         }
         // Decide again from the start: keys are here, or the shared refresh answered.

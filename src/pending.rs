@@ -23,6 +23,24 @@ pub enum WaitFor {
         exchange: Box<PendingExchange>,
         refetch: bool,
     },
+    /// A refresh answered with tokens the key set cannot check yet (L5+): the answer, kept.
+    Refreshed {
+        refresh: Box<HeldRefresh>,
+        refetch: bool,
+    },
+}
+
+/// A token-endpoint answer to a refresh, held until the key set can check it.
+pub struct HeldRefresh {
+    pub session: crate::session::Session,
+    pub status: u32,
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for HeldRefresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HeldRefresh(status {}, [redacted])", self.status)
+    }
 }
 
 /// A token-endpoint answer to a code exchange, held until the key set can check it.
@@ -44,19 +62,21 @@ impl WaitFor {
     pub fn refetches(&self) -> bool {
         matches!(
             self,
-            WaitFor::Keys { refetch: true } | WaitFor::Exchange { refetch: true, .. }
+            WaitFor::Keys { refetch: true }
+                | WaitFor::Exchange { refetch: true, .. }
+                | WaitFor::Refreshed { refetch: true, .. }
         )
     }
 
     pub fn needs_keys(&self) -> bool {
-        matches!(self, WaitFor::Keys { .. } | WaitFor::Exchange { .. })
+        !matches!(self, WaitFor::Refresh { .. })
     }
 
     /// When the wait ends at the latest.
     pub fn deadline_ms(&self, now_ms: u64, timeout_ms: u64) -> u64 {
         let grace = match self {
             WaitFor::Refresh { .. } => GRACE_MS,
-            WaitFor::Keys { .. } | WaitFor::Exchange { .. } => 0,
+            WaitFor::Keys { .. } | WaitFor::Exchange { .. } | WaitFor::Refreshed { .. } => 0,
         };
         now_ms.saturating_add(timeout_ms).saturating_add(grace)
     }
@@ -65,8 +85,10 @@ impl WaitFor {
     /// with, or (a refresh) the slot answered or given up.
     pub fn is_ready(&self, keys: KeysNow, slot_step: Option<crate::flight::Step>) -> bool {
         match self {
-            WaitFor::Keys { .. } | WaitFor::Exchange { .. } => keys.present && keys.newer,
             WaitFor::Refresh { .. } => !matches!(slot_step, Some(crate::flight::Step::Wait)),
+            WaitFor::Keys { .. } | WaitFor::Exchange { .. } | WaitFor::Refreshed { .. } => {
+                keys.present && keys.newer
+            }
         }
     }
 
@@ -86,6 +108,7 @@ impl WaitFor {
             WaitFor::Exchange { exchange, .. } => {
                 login::keys_missing_page(request_id, &exchange.clears)
             }
+            WaitFor::Refreshed { .. } => login::keys_missing_page(request_id, &[]),
         }
     }
 }

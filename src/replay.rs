@@ -30,17 +30,37 @@ impl std::fmt::Debug for Claim {
 
 impl Claim {
     pub fn new(state: &str, until: u64) -> Claim {
-        let hash = hmac_sha256::Hash::hash(state.as_bytes());
+        Claim::in_set("mesh-oidc/state", state, until)
+    }
+
+    /// A value of another bounded set kept the same way (`prefix/<slot>`), e.g. the request ids
+    /// whose outbound calls got a 401 (L7+).
+    pub fn in_set(prefix: &str, value: &str, until: u64) -> Claim {
+        let hash = hmac_sha256::Hash::hash(value.as_bytes());
         let mut digest = [0u8; DIGEST_LEN];
         for (d, h) in digest.iter_mut().zip(hash.iter()) {
             *d = *h;
         }
         let index = usize::from(u16::from_be_bytes([digest[0], digest[1]])) % SLOTS;
         Claim {
-            key: format!("mesh-oidc/state/{index}"),
+            key: format!("{prefix}/{index}"),
             digest,
             until,
         }
+    }
+
+    /// Whether the slot holds this value, not yet expired.
+    pub fn is_in(&self, slot: &[u8], now: u64) -> bool {
+        slot.chunks_exact(ENTRY_LEN).any(|entry| {
+            entry
+                .split_first_chunk::<DIGEST_LEN>()
+                .is_some_and(|(d, until)| {
+                    *d == self.digest
+                        && until
+                            .first_chunk::<8>()
+                            .is_some_and(|u| u64::from_be_bytes(*u) > now)
+                })
+        })
     }
 
     /// The slot's new content with this state recorded, or `None` when the state was used
@@ -107,6 +127,16 @@ mod tests {
         );
         // Garbage in the slot is ignored, never a panic.
         assert!(Claim::new("x", 2000).record(&[1, 2, 3], 1000).is_some());
+    }
+
+    #[test]
+    fn other_sets_share_the_format_under_their_own_keys() {
+        let m = Claim::in_set("mesh-oidc/401", "rid-1", 1_030);
+        assert!(m.key.starts_with("mesh-oidc/401/"));
+        let slot = m.record(b"", 1_000).unwrap();
+        assert!(m.is_in(&slot, 1_029));
+        assert!(!m.is_in(&slot, 1_030), "expired");
+        assert!(!Claim::in_set("mesh-oidc/401", "rid-2", 1_030).is_in(&slot, 1_000));
     }
 
     #[test]

@@ -119,6 +119,9 @@ impl Sealer {
 pub struct Names {
     pub access: String,
     pub session: String,
+    /// Set when a 401 sent the browser to refresh first (L7, `refresh`): a second 401 soon after
+    /// goes to the login instead.
+    pub retried: String,
     tx_prefix: String,
 }
 
@@ -127,6 +130,7 @@ impl Names {
         Names {
             access: base.to_string(),
             session: format!("{base}_session"),
+            retried: format!("{base}_retried"),
             tx_prefix: format!("{base}_tx_"),
         }
     }

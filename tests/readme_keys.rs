@@ -63,7 +63,8 @@ fn every_listed_key_is_accepted_by_the_parser() {
         "jwks_refresh_seconds": 60,
         "on_upstream_401": "pass",
         "public_origins": ["https://bookinfo.example.com"],
-        "trust_forwarded_proto": true
+        "trust_forwarded_proto": true,
+        "upstream_401_services": ["details.bookinfo.svc.cluster.local:9080"]
     });
     // client_secrets replaces keycloak, so it is checked in a second configuration.
     let migrated = serde_json::json!({

@@ -139,6 +139,7 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         .integer("jwks_refresh_seconds", 10, 86_400)?
         .unwrap_or(300);
     let on_upstream_401 = on_upstream_401(root)?;
+    let upstream_401_services = upstream_401_services(root)?;
 
     let introspection_endpoint = endpoints
         .remove("introspection_endpoint")
@@ -171,6 +172,7 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
             logout_path,
             post_logout_redirect,
             on_upstream_401,
+            upstream_401_services,
             authorization_endpoint,
             token_endpoint: Endpoint::from_url(token_endpoint),
             end_session_endpoint: endpoints.remove("end_session_endpoint"),
@@ -429,15 +431,33 @@ fn login_paths(
 fn on_upstream_401(root: &mut Obj) -> Result<Upstream401, ConfigError> {
     Ok(match root.string("on_upstream_401")?.as_deref() {
         None | Some("login") => Upstream401::Login,
+        Some("refresh") => Upstream401::Refresh,
         Some("logout") => Upstream401::Logout,
         Some("pass") => Upstream401::Pass,
         Some(_) => {
             return Err(ConfigError::new(
                 "on_upstream_401",
-                "must be \"login\", \"logout\" or \"pass\"",
+                "must be \"login\", \"refresh\", \"logout\" or \"pass\"",
             ))
         }
     })
+}
+
+/// `upstream_401_services`: the hosts whose 401s to outbound calls count (L7+).
+fn upstream_401_services(root: &mut Obj) -> Result<Vec<String>, ConfigError> {
+    let hosts = root.strings("upstream_401_services")?.unwrap_or_default();
+    for host in &hosts {
+        let ok = host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_' | '[' | ']'));
+        if !ok {
+            return Err(ConfigError::new(
+                "upstream_401_services",
+                format!("{host:?} must be a host name, with an optional :port (as in the call's Host header)"),
+            ));
+        }
+    }
+    Ok(hosts.iter().map(|h| h.to_ascii_lowercase()).collect())
 }
 
 /// One entry of `public_origins`: `scheme://host[:port]`, nothing else.

@@ -56,6 +56,7 @@ pub const KEYS: &[&str] = &[
     "client_secrets",
     "public_origins",
     "trust_forwarded_proto",
+    "upstream_401_services",
 ];
 
 /// A configuration error: the dotted key and what is wrong with it.
@@ -213,6 +214,8 @@ pub struct CookieConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upstream401 {
     Login,
+    /// Refresh first (the access-token cookie cleared, back to the same page), then `Login`.
+    Refresh,
     Logout,
     Pass,
 }
@@ -294,6 +297,9 @@ pub struct LoginConfig {
     /// A path (made absolute with the request's origin) or an absolute URL.
     pub post_logout_redirect: String,
     pub on_upstream_401: Upstream401,
+    /// Hosts (`name[:port]`, lower-case) whose 401s to the workload's outbound calls count for
+    /// L7+; empty: every outbound 401 counts.
+    pub upstream_401_services: Vec<String>,
     pub authorization_endpoint: Url,
     pub token_endpoint: Endpoint,
     pub end_session_endpoint: Option<Url>,

@@ -60,6 +60,15 @@ impl Host for Envoy {
             .is_some_and(|v| !v.is_empty())
     }
 
+    fn is_outbound(&self) -> bool {
+        // An enum attribute comes as a little-endian int64: 1 INBOUND, 2 OUTBOUND.
+        hostcalls::get_property(vec!["listener_direction"])
+            .ok()
+            .flatten()
+            .and_then(|v| v.first().copied())
+            == Some(2)
+    }
+
     fn response_status(&self) -> u32 {
         status_of(MapType::HttpResponseHeaders)
     }

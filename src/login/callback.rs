@@ -239,14 +239,13 @@ pub fn finish_exchange(
     let Some(keys) = env.keys else {
         return Exchanged::WaitForKeys;
     };
-    let id_rules = TokenRules {
-        issuer: env.config.rules.issuer.clone(),
-        audiences: vec![env.client_id().to_string()],
-        authorized_parties: Vec::new(),
-        client_id_as_audience: None,
-        clock_skew_seconds: env.config.rules.clock_skew_seconds,
-    };
-    match token::verify_id_token(id_token, keys, &id_rules, env.now, Some(&tx.nonce)) {
+    match token::verify_id_token(
+        id_token,
+        keys,
+        &env.id_token_rules(),
+        env.now,
+        Some(&tx.nonce),
+    ) {
         Ok(_) => {}
         Err(TokenError::UnknownKey) if refetch_allowed => return Exchanged::RefetchKeys,
         Err(e) => {

@@ -22,7 +22,7 @@ pub mod testing;
 
 pub use callback::{finish_exchange, keys_missing_page, replayed, Exchanged};
 pub use pages::{error_page, logout, safe_local_path, start_login, upstream_401};
-pub use refresh::{finish_refresh, refresh_slot, REFRESH_SLOTS};
+pub use refresh::{finish_refresh, refresh_slot, Refreshed, REFRESH_SLOTS};
 
 /// Randomness for state, nonce and verifier; injected so tests control it.
 pub trait Random {
@@ -232,6 +232,17 @@ impl Env<'_> {
         Attributes::new(&self.config.cookie, secure)
     }
 
+    /// ID tokens: the issuer, and the client as their audience.
+    fn id_token_rules(&self) -> TokenRules {
+        TokenRules {
+            issuer: self.config.rules.issuer.clone(),
+            audiences: vec![self.client_id().to_string()],
+            authorized_parties: Vec::new(),
+            client_id_as_audience: None,
+            clock_skew_seconds: self.config.rules.clock_skew_seconds,
+        }
+    }
+
     fn client_id(&self) -> &str {
         self.config.client_id.as_deref().unwrap_or_default()
     }
@@ -313,6 +324,9 @@ impl Env<'_> {
             &a,
             &req.cookies,
         ));
+        if web::cookie(&req.cookies, &self.names.retried).is_some() {
+            out.push(session::clear_cookie(&self.names.retried, &a));
+        }
         let tx_attrs = a.for_transaction();
         let transactions = web::cookies(&req.cookies)
             .filter(|(name, _)| self.names.is_transaction(name))
@@ -338,7 +352,7 @@ pub fn decide(env: &Env, req: &Request, rng: &mut dyn Random, refetch_allowed: b
         return callback::callback(env, req);
     }
     if path == env.login.logout_path {
-        return Action::Reply(logout(env, req));
+        return Action::Reply(logout(env, req, rng));
     }
 
     let mut clears = Vec::new();

@@ -146,7 +146,10 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// L6: clear every cookie and send the browser to the end-session endpoint.
-pub fn logout(env: &Env, req: &Request) -> Reply {
+/// The end-session redirect carries a fresh `state` (L6+: some providers send the browser back
+/// only with one); the ID token hint is sent even when it has expired (OpenID Connect RP-Initiated
+/// Logout allows it, and Keycloak and glewlwyd accept it).
+pub fn logout(env: &Env, req: &Request, rng: &mut dyn Random) -> Reply {
     let id_token = env.session(req).and_then(|s| s.id_token);
     let cookies = env.clear_all(req);
     let post_logout = if env.login.post_logout_redirect.starts_with('/') {
@@ -169,6 +172,7 @@ pub fn logout(env: &Env, req: &Request) -> Reply {
         }
         q.append_pair("post_logout_redirect_uri", &post_logout);
         q.append_pair("client_id", env.client_id());
+        q.append_pair("state", &random_string(rng));
     }
     redirect(location.as_str(), cookies).counting(Event::Logout)
 }
@@ -180,10 +184,34 @@ pub fn upstream_401(env: &Env, req: &Request, rng: &mut dyn Random) -> Option<Re
     }
     let reply = match env.login.on_upstream_401 {
         Upstream401::Pass => return None,
-        Upstream401::Logout => logout(env, req),
-        Upstream401::Login => start_login(env, req, rng, env.clear_all(req)),
+        Upstream401::Logout => logout(env, req, rng),
+        Upstream401::Refresh if can_refresh_first(env, req) => refresh_first(env, req),
+        Upstream401::Refresh | Upstream401::Login => start_login(env, req, rng, env.clear_all(req)),
     };
     Some(reply.counting(Event::Upstream401))
+}
+
+/// How long a refresh-first (L7, `refresh`) is remembered: a second 401 within it logs in.
+pub const REFRESH_FIRST_WINDOW: u64 = 60;
+
+fn can_refresh_first(env: &Env, req: &Request) -> bool {
+    env.session(req).is_some_and(|s| s.refresh_token.is_some())
+        && web::cookie(&req.cookies, &env.names.retried).is_none()
+}
+
+/// L7 with `refresh`: back to the same page without the access token, so that the next request
+/// refreshes with the session's refresh token (no round trip to the provider's pages).
+fn refresh_first(env: &Env, req: &Request) -> Reply {
+    let a = env.attrs(req);
+    let mut cookies = session::clear_chunked(&env.names.access, &a, &req.cookies);
+    cookies.push(session::set_cookie(
+        &env.names.retried,
+        "1",
+        REFRESH_FIRST_WINDOW,
+        &a,
+    ));
+    let target = safe_local_path(&req.path).unwrap_or_else(|| "/".into());
+    redirect(&target, cookies)
 }
 
 /// A small, readable HTML error page with the request id.
@@ -241,6 +269,10 @@ mod tests {
         let q = query(location);
         assert_eq!(q["response_type"], "code");
         assert_eq!(q["client_id"], "productpage");
+        assert!(
+            q["state"].as_str().is_some_and(|s| s.len() >= 32),
+            "L6+: a state"
+        );
         assert_eq!(q["redirect_uri"], "https://bookinfo.example.com/callback");
         assert_eq!(q["scope"], "openid profile email");
         assert_eq!(q["code_challenge_method"], "S256");

@@ -35,8 +35,25 @@ pub fn refresh_slot(login: &LoginConfig, refresh_token: &str) -> String {
     )
 }
 
+/// What a refresh's answer leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreshed {
+    /// Carry this out: the request goes on with the new token, or (`failure` says why, for the
+    /// log; never a token) the session is cleared and L1 applies.
+    Done {
+        action: Box<Action>,
+        failure: Option<String>,
+    },
+    /// The new tokens name a key the set lacks (the provider rotated its keys): fetch the set
+    /// again (B1's rate limit), then judge the same answer again (L5+).
+    RefetchKeys,
+    /// No key set yet: wait for it, then judge the same answer.
+    WaitForKeys,
+}
+
 /// L5: the token endpoint answered a refresh. Success: the same request goes on with the new
-/// token and the response sets the new cookies. Failure: cookies cleared, then L1.
+/// token and the response sets the new cookies. Failure: cookies cleared, then L1. A new ID token
+/// must be valid like the first and name the same `sub` (L5+).
 pub fn finish_refresh(
     env: &Env,
     req: &Request,
@@ -44,41 +61,76 @@ pub fn finish_refresh(
     status: u32,
     body: &[u8],
     rng: &mut dyn Random,
-) -> Action {
-    let refreshed = token_response(status, body).ok().and_then(|tokens| {
-        let keys = env.keys?;
-        let access = token::verify_access(
-            &tokens.access_token,
-            keys,
-            env.cache,
-            &env.config.rules,
-            env.now,
-        )
-        .ok()?;
-        let session = Session {
-            id_token: tokens.id_token.clone().or_else(|| old.id_token.clone()),
-            refresh_token: tokens
-                .refresh_token
-                .clone()
-                .or_else(|| old.refresh_token.clone()),
-        };
-        let ttl = tokens
-            .refresh_expires_in
-            .filter(|t| *t > 0)
-            .unwrap_or(DEFAULT_SESSION_TTL);
-        let cookies = session_cookies(env, req, &tokens.access_token, &access, &session, ttl)?;
-        Some((tokens.access_token, access, cookies))
-    });
-    match refreshed {
-        Some((token, verified, cookies)) => {
-            let mut forward = env.forward(req, &token, &verified, true);
-            forward.response_cookies = cookies;
-            forward.events.push(Event::RefreshOk);
-            Action::Continue(forward)
-        }
-        None => Action::Reply(
+    refetch_allowed: bool,
+) -> Refreshed {
+    let mut fail = |why: String| Refreshed::Done {
+        action: Box::new(Action::Reply(
             unauthenticated(env, req, rng, env.clear_all(req), None).counting(Event::RefreshFailed),
-        ),
+        )),
+        failure: Some(why),
+    };
+    let tokens = match token_response(status, body) {
+        Ok(t) => t,
+        Err((_, why)) => return fail(why),
+    };
+    let Some(keys) = env.keys else {
+        return Refreshed::WaitForKeys;
+    };
+    let access = match token::verify_access(
+        &tokens.access_token,
+        keys,
+        env.cache,
+        &env.config.rules,
+        env.now,
+    ) {
+        Ok(v) => v,
+        Err(TokenError::UnknownKey) if refetch_allowed => return Refreshed::RefetchKeys,
+        Err(e) => {
+            return fail(format!(
+                "the new access token is not accepted ({})",
+                e.description()
+            ))
+        }
+    };
+    if let Some(id_token) = &tokens.id_token {
+        match token::verify_id_token(id_token, keys, &env.id_token_rules(), env.now, None) {
+            Ok(id) => {
+                let before = old.id_token.as_deref().and_then(token::unverified_subject);
+                let now = id.claims.get("sub").and_then(serde_json::Value::as_str);
+                if before.is_some() && before.as_deref() != now {
+                    return fail("the new ID token names another subject".into());
+                }
+            }
+            Err(TokenError::UnknownKey) if refetch_allowed => return Refreshed::RefetchKeys,
+            Err(e) => {
+                return fail(format!(
+                    "the new ID token is not valid ({})",
+                    e.description()
+                ))
+            }
+        }
+    }
+    let session = Session {
+        id_token: tokens.id_token.clone().or_else(|| old.id_token.clone()),
+        refresh_token: tokens
+            .refresh_token
+            .clone()
+            .or_else(|| old.refresh_token.clone()),
+    };
+    let ttl = tokens
+        .refresh_expires_in
+        .filter(|t| *t > 0)
+        .unwrap_or(DEFAULT_SESSION_TTL);
+    let Some(cookies) = session_cookies(env, req, &tokens.access_token, &access, &session, ttl)
+    else {
+        return fail("the new tokens are too large to keep in cookies".into());
+    };
+    let mut forward = env.forward(req, &tokens.access_token, &access, true);
+    forward.response_cookies = cookies;
+    forward.events.push(Event::RefreshOk);
+    Refreshed::Done {
+        action: Box::new(Action::Continue(forward)),
+        failure: None,
     }
 }
 
@@ -87,6 +139,7 @@ mod tests {
     use super::*;
     use crate::login::testing::*;
     use crate::testkit::*;
+    use jwt_simple::prelude::RSAKeyPairLike as _;
     use serde_json::json;
 
     #[test]
@@ -128,9 +181,22 @@ mod tests {
         let access = valid_token();
         let body = json!({"access_token": access, "refresh_token": "refresh-2", "expires_in": 290})
             .to_string();
-        let Action::Continue(fwd) =
-            finish_refresh(&f.env(), &req, &old, 200, body.as_bytes(), &mut Counter(0))
+        let Refreshed::Done {
+            action,
+            failure: None,
+        } = finish_refresh(
+            &f.env(),
+            &req,
+            &old,
+            200,
+            body.as_bytes(),
+            &mut Counter(0),
+            true,
+        )
         else {
+            panic!("expected continue")
+        };
+        let Action::Continue(fwd) = *action else {
             panic!("expected continue")
         };
         assert!(fwd
@@ -176,13 +242,14 @@ mod tests {
             (0, b""),
             (200, b"{}"),
         ] {
-            let r = reply_of(finish_refresh(
+            let r = refused(finish_refresh(
                 &f.env(),
                 &page("/p", &cookies),
                 &old,
                 status,
                 body,
                 &mut Counter(0),
+                true,
             ));
             assert_eq!(r.status, 302);
             let pairs = cookie_pairs(&r);
@@ -201,14 +268,112 @@ mod tests {
         }
         let mut api = page("/api", &cookies);
         api.accept = Some("application/json".into());
-        let r = reply_of(finish_refresh(
+        let r = refused(finish_refresh(
             &f.env(),
             &api,
             &old,
             400,
             b"{}",
             &mut Counter(0),
+            true,
         ));
         assert_eq!(r.status, 401);
+    }
+
+    fn refused(r: Refreshed) -> Reply {
+        match r {
+            Refreshed::Done {
+                action,
+                failure: Some(why),
+            } => {
+                assert!(!why.contains("refresh-"), "{why}");
+                match *action {
+                    Action::Reply(reply) => reply,
+                    other => panic!("expected a reply, got {other:?}"),
+                }
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    fn id_token_for(sub: &str) -> String {
+        let mut custom = keycloak_claims();
+        custom.insert("typ".into(), json!("ID"));
+        let mut c = claims(custom).with_subject(sub);
+        c.audiences = Some(jwt_simple::prelude::Audiences::AsString(
+            "productpage".into(),
+        ));
+        sign_rsa(c)
+    }
+
+    #[test]
+    fn a_rotated_key_is_fetched_before_the_refresh_is_judged() {
+        let f = fixture();
+        let old = Session {
+            id_token: Some(id_token_for("alice-id")),
+            refresh_token: Some("r".into()),
+        };
+        let req = page("/p", &session_cookie(&f, &old));
+        let rotated = other_rsa()
+            .clone()
+            .with_key_id("rotated")
+            .sign(claims(keycloak_claims()))
+            .unwrap();
+        let body = json!({"access_token": rotated, "expires_in": 290}).to_string();
+        let judge = |env: &Env, refetch| {
+            finish_refresh(
+                env,
+                &req,
+                &old,
+                200,
+                body.as_bytes(),
+                &mut Counter(0),
+                refetch,
+            )
+        };
+        assert_eq!(judge(&f.env(), true), Refreshed::RefetchKeys);
+        let mut env = f.env();
+        env.keys = None;
+        assert_eq!(judge(&env, true), Refreshed::WaitForKeys);
+        // Once refetched and still unknown: a refused refresh, with its reason.
+        let r = judge(&f.env(), false);
+        let Refreshed::Done {
+            failure: Some(why), ..
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert!(why.contains("signing key not found"), "{why}");
+    }
+
+    #[test]
+    fn a_new_id_token_must_be_valid_and_name_the_same_subject() {
+        let f = fixture();
+        let old = Session {
+            id_token: Some(id_token_for("alice-id")),
+            refresh_token: Some("r".into()),
+        };
+        let req = page("/p", &session_cookie(&f, &old));
+        let judge = |id: &str| {
+            let body = json!({"access_token": valid_token(), "id_token": id, "expires_in": 290})
+                .to_string();
+            finish_refresh(
+                &f.env(),
+                &req,
+                &old,
+                200,
+                body.as_bytes(),
+                &mut Counter(0),
+                true,
+            )
+        };
+        assert!(matches!(
+            judge(&id_token_for("alice-id")),
+            Refreshed::Done { action, .. } if matches!(*action, Action::Continue(_))
+        ));
+        let r = refused(judge(&id_token_for("mallory-id")));
+        assert_eq!(r.status, 302);
+        refused(judge(&valid_token())); // an access token is not an ID token
+        refused(judge("garbage"));
     }
 }
