@@ -15,10 +15,16 @@
 // glewlwyd missing is a failure, never a skip (make setup installs it: apt-get install -y glewlwyd).
 //
 // One glewlwyd serves two plugin instances: `oidc` (access tokens live 300 s) and `short` (4 s,
-// for the refresh tests). Three Envoys: `login` and `short` in login mode, `validate`.
+// for the refresh tests). Three Envoys: `login` and `short` in login mode, `validate`. The HTTP
+// tests stand in for the browser with the calls glewlwyd's login page makes (lib/glewlwyd.mjs);
+// the last two tests use Debian's Chromium on glewlwyd's real login page (screenshots in
+// tests/out/glewlwyd/chromium/).
 
 import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import {
@@ -35,6 +41,8 @@ const skip = wasmExists() || process.env.E2E_REQUIRE_WASM === '1'
 const h = harness('glewlwyd');
 
 const ALICE = { username: 'alice', password: 'alice-Passw0rd' };
+// the browser's user: a user of her own, so that glewlwyd asks for her consent the first time
+const BOB = { username: 'bob', password: 'bob-Passw0rd' };
 const CLIENT_ID = 'productpage';
 const CLIENT_SECRET = newClientSecret();
 const OTHER_CLIENT = { clientId: 'ratings-ui', clientSecret: newClientSecret() };
@@ -42,6 +50,14 @@ const SHORT_TTL = 4; // seconds: access (and ID) tokens of the `short` plugin in
 // The in-mesh name of glewlwyd: the filter calls the token and key-set endpoints by it, through
 // the cluster; Envoy's cluster of that name points at 127.0.0.1.
 const INTERNAL_HOST = 'glewlwyd.idp.svc.cluster.local:4593';
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--disable-quic',
+  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
+  '--no-default-browser-check', '--disable-default-apps', '--disable-extensions', '--disable-breakpad',
+  '--disable-domain-reliability', '--no-pings',
+];
 const CLUSTER = 'outbound|4593||glewlwyd.idp.svc.cluster.local';
 
 test('glewlwyd is installed (the second provider\'s suite needs it)', () => {
@@ -122,7 +138,7 @@ describe('a second provider: glewlwyd', { skip }, () => {
     glew = await startGlewlwyd({
       outDir: `${h.outDir}/glewlwyd`,
       plugins: [{ name: 'oidc', accessTokenTtl: 300 }, { name: 'short', accessTokenTtl: SHORT_TTL }],
-      users: [{ ...ALICE, name: 'Alice Liddell', email: 'alice@example.com' }],
+      users: [{ ...ALICE, name: 'Alice Liddell', email: 'alice@example.com' }, { ...BOB, name: 'Bob' }],
       clients: [
         { clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, redirectUris, postLogoutRedirectUris },
         { ...OTHER_CLIENT, redirectUris: ['http://127.0.0.1:9/ratings/callback'] },
@@ -432,6 +448,98 @@ describe('a second provider: glewlwyd', { skip }, () => {
     const out = await glewlwydEndSession(jar, loc);
     assert.equal(out.prompt, 'end_session', 'glewlwyd accepted the expired hint');
     assert.ok(out.loggedOut);
+  });
+
+  // ------------------------------------------------------------------------------ Chromium
+
+  describe('in a real browser (Chromium) on glewlwyd\'s own login page', () => {
+    let context;
+    let page;
+    let userDataDir;
+    let shot = 0;
+    const shots = () => path.join(h.outDir, 'chromium');
+
+    async function screenshot(name) {
+      shot += 1;
+      await page.screenshot({ path: path.join(shots(), `${String(shot).padStart(2, '0')}-${name}.png`), fullPage: true });
+    }
+
+    /** A browser test: on failure, a screenshot and the page's HTML next to the others. */
+    function btest(name, fn) {
+      return gtest(name, async (th, t) => {
+        try {
+          await fn(th, t);
+        } catch (err) {
+          await page?.screenshot({ path: path.join(shots(), 'zz-failure.png'), fullPage: true }).catch(() => {});
+          if (page) fs.writeFileSync(path.join(shots(), 'zz-failure.html'), await page.content().catch(() => ''));
+          throw err;
+        }
+      });
+    }
+
+    before(async () => {
+      if (!fs.existsSync(CHROMIUM)) throw new Error(`Chromium is not installed at ${CHROMIUM}: apt-get install -y chromium chromium-driver`);
+      const { chromium } = await import('playwright-core');
+      fs.mkdirSync(shots(), { recursive: true });
+      userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-oidc-glewlwyd-chromium-'));
+      context = await chromium.launchPersistentContext(userDataDir, {
+        executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1000, height: 800 },
+      });
+      page = context.pages()[0] ?? await context.newPage();
+    });
+    after(async () => {
+      await context?.close().catch(() => {});
+      if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+    });
+
+    btest('Chromium: the page → glewlwyd\'s login page → password → consent → Continue → back on the page', async () => {
+      await page.goto(url('login', '/productpage'));
+      await page.waitForSelector('#username', { timeout: 10000 });
+      assert.ok(page.url().startsWith(`${glew.loginPage}?`), `on glewlwyd's login page: ${page.url()}`);
+      await screenshot('login-page');
+      await page.fill('#username', BOB.username);
+      await page.fill('#password', BOB.password);
+      await page.click('#loginbut');
+      // consent: glewlwyd lists the scopes the filter asked for
+      await page.waitForSelector('#grant-profile', { timeout: 10000 });
+      assert.ok(await page.isVisible('#grant-email'));
+      await page.check('#grant-profile');
+      await page.check('#grant-email');
+      await screenshot('consent');
+      await page.click('button:has-text("Grant access")');
+      await page.waitForSelector('button:has-text("Continue")', { timeout: 10000 });
+      await Promise.all([
+        page.waitForURL(url('login', '/productpage'), { timeout: 10000 }),
+        page.click('button:has-text("Continue")'),
+      ]);
+      await page.waitForSelector('#user');
+      await screenshot('logged-in');
+      const cookies = (await context.cookies(url('login'))).filter((c) => c.name.startsWith('access_token'));
+      const access = cookies.find((c) => c.name === 'access_token');
+      assert.ok(access, 'the access_token cookie is set');
+      assert.equal(access.httpOnly, true);
+      assert.equal(decodeJwt(access.value).payload.client_id, CLIENT_ID);
+      assert.equal(echo.last('/productpage')?.headers.authorization, `Bearer ${access.value}`, 'the service got the bearer token');
+    });
+
+    btest('Chromium: the logout link → glewlwyd\'s end-session page → "Logout" → back on the site', async () => {
+      await page.goto(url('login', '/productpage'));
+      await page.waitForSelector('#logout');
+      await page.click('#logout');
+      await page.waitForSelector('button.btn-danger:has-text("Logout")', { timeout: 10000 });
+      assert.ok(page.url().startsWith(`${glew.loginPage}?`), `on glewlwyd's end-session page: ${page.url()}`);
+      assert.equal(new URL(page.url()).searchParams.get('prompt'), 'end_session', 'glewlwyd recognised the session');
+      await screenshot('end-session');
+      const cookies = (await context.cookies(url('login'))).filter((c) => c.name.startsWith('access_token') && !c.name.includes('_tx_'));
+      assert.deepEqual(cookies.map((c) => c.name), [], 'the filter cleared its cookies');
+      const backToSite = page.waitForRequest((r) => r.url().startsWith(url('login', '/')), { timeout: 8000 }).catch(() => undefined);
+      await page.click('button.btn-danger:has-text("Logout")');
+      const back = await backToSite;
+      await sleep(300);
+      await screenshot('after-logout');
+      assert.ok(back, `glewlwyd sends the browser back to the site (it does so only when the end-session request has a state); the browser is at ${page.url()}: ${(await page.textContent('body')).replace(/\s+/g, ' ').slice(0, 120)}`);
+      assert.ok(new URL(back.url()).searchParams.get('state'), `back with the state: ${back.url()}`);
+    });
   });
 
   // ------------------------------------------------------------------------------ B5
