@@ -14,7 +14,7 @@
 //
 // glewlwyd missing is a failure, never a skip (make setup installs it: apt-get install -y glewlwyd).
 //
-// One glewlwyd serves two plugin instances: `oidc` (access tokens live 300 s) and `short` (4 s,
+// One glewlwyd serves two plugin instances: `oidc` (access tokens live 300 s) and `short` (3 s,
 // for the refresh tests). Three Envoys: `login` and `short` in login mode, `validate`. The HTTP
 // tests stand in for the browser with the calls glewlwyd's login page makes (lib/glewlwyd.mjs);
 // the last two tests use Debian's Chromium on glewlwyd's real login page (screenshots in
@@ -46,7 +46,7 @@ const BOB = { username: 'bob', password: 'bob-Passw0rd' };
 const CLIENT_ID = 'productpage';
 const CLIENT_SECRET = newClientSecret();
 const OTHER_CLIENT = { clientId: 'ratings-ui', clientSecret: newClientSecret() };
-const SHORT_TTL = 4; // seconds: access (and ID) tokens of the `short` plugin instance
+const SHORT_TTL = 3; // seconds: access (and ID) tokens of the `short` plugin instance
 // The in-mesh name of glewlwyd: the filter calls the token and key-set endpoints by it, through
 // the cluster; Envoy's cluster of that name points at 127.0.0.1.
 const INTERNAL_HOST = 'glewlwyd.idp.svc.cluster.local:4593';
@@ -149,7 +149,7 @@ describe('a second provider: glewlwyd', { skip }, () => {
     echo = await h.startEcho();
     await Promise.all([
       envoyFor('login', loginConfig('oidc')),
-      // clock_skew_seconds 0: a test knob, so that a 4 s token is expired 4 s later
+      // clock_skew_seconds 0: a test knob, so that a 3 s token is expired 3 s later
       envoyFor('short', loginConfig('short', { clock_skew_seconds: 0 })),
       envoyFor('validate', {
         mode: 'validate',
@@ -326,13 +326,18 @@ describe('a second provider: glewlwyd', { skip }, () => {
 
   // ------------------------------------------------------------------------------ L5
 
+  const refreshCalls = () => (glew.log().match(/Plugin 'short' - Access token generated/g) ?? []).length
+    - (glew.log().match(/Plugin 'short' - Refresh token generated/g) ?? []).length;
+
   /** Wait past the access token's expiry, then a page request: the filter refreshes (L5). */
   async function refreshRound(jar, what) {
     const old = jar.get(url('short'), 'access_token');
     await waitPastExpiry(old);
     const path = `${uniquePath(`/${what}`)}?q=1`;
+    const calls = refreshCalls();
     const res = await requestWithJar(jar, url('short', path), { headers: PAGE_HEADERS });
-    assert.equal(res.status, 200, `${what}: ${res.status} ${res.body.slice(0, 300)}`);
+    assert.equal(res.status, 200, `${what}: ${res.status} ${res.headers.location ?? res.body.slice(0, 300)} `
+      + `(refresh calls glewlwyd answered for it: ${refreshCalls() - calls})`);
     const fresh = setCookie(res, 'access_token');
     assert.ok(fresh && !isCleared(fresh), `${what}: a new access_token cookie`);
     assert.notEqual(fresh.value, old);
@@ -342,9 +347,6 @@ describe('a second provider: glewlwyd', { skip }, () => {
     assert.ok(setCookie(res, 'access_token_session'), `${what}: the session cookie is written again`);
     return res;
   }
-
-  const refreshCalls = () => (glew.log().match(/Plugin 'short' - Access token generated/g) ?? []).length
-    - (glew.log().match(/Plugin 'short' - Refresh token generated/g) ?? []).length;
 
   gtest('refresh: glewlwyd answers with an access token only (no ID token, no new refresh token); the same request goes on', async () => {
     const r = await login('short', uniquePath('/refresh-start'));

@@ -322,8 +322,6 @@ export async function startGlewlwyd({
       loginPage: `${base}/login.html`,
       get alive() { return !proc.exitInfo; },
       stop,
-      /** Rows of the database (read-only look, e.g. to see what was revoked). */
-      query: (sql) => sqlite(db, `.mode json\n${sql}`),
     };
   } catch (err) {
     await stop();
@@ -454,5 +452,10 @@ export async function glewlwydTokens(endpoints, {
   return { tokens, status: res.status, body: res.body, jar };
 }
 
-/** A client secret as an operator makes one (URL-safe: see tests/README or the report). */
+/**
+ * A client secret, URL-safe on purpose: with client_secret_basic the filter form-encodes the
+ * secret before base64 (RFC 6749 §2.3.1) and glewlwyd 2.7.5 does not decode it, so a secret
+ * with `+`, `/`, `=` or `%` (e.g. from `openssl rand -base64`) is refused at the token endpoint.
+ * With such a secret, use client_auth_method client_secret_post.
+ */
 export const newClientSecret = () => crypto.randomBytes(24).toString('base64url');
