@@ -1,5 +1,5 @@
 # mesh-oidc — every command a developer or CI needs.
-#   make setup   install what a fresh machine lacks (wasm target, Envoy venv, test provider)
+#   make setup   install what a fresh machine lacks (wasm target, Envoy venv, test providers)
 #   make build   target/wasm32-wasip1/release/mesh_oidc.wasm
 #   make test    lint + native unit tests + end-to-end tests in a real Envoy
 #   make demo    Bookinfo (productpage, details, reviews) behind the filter and a local provider
@@ -13,10 +13,11 @@ VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
 NODE_MODULES := tests/node_modules/.package-lock.json
+GLEWLWYD := /usr/bin/glewlwyd
 
 .PHONY: setup build unit lint e2e test demo bench image clean
 
-setup: .stamp-wasm-target $(ENVOY) $(NODE_MODULES)
+setup: .stamp-wasm-target $(ENVOY) $(NODE_MODULES) $(GLEWLWYD)
 
 .stamp-wasm-target:
 	rustup target add $(WASM_TARGET)
@@ -30,6 +31,17 @@ $(ENVOY):
 
 $(NODE_MODULES): tests/package.json tests/package-lock.json
 	cd tests && npm ci --no-audit --no-fund
+
+# glewlwyd, the second OpenID provider of the e2e tests (tests/e2e/glewlwyd.test.mjs), from
+# Debian. The tests set it up from scratch under tests/out/ and start it themselves on 127.0.0.1:
+# the package's own service and configuration are never used.
+$(GLEWLWYD):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq glewlwyd >/dev/null; \
+	else \
+	  echo "glewlwyd is missing; run as root: apt-get install -y glewlwyd"; exit 1; \
+	fi
+	$(GLEWLWYD) --version
 
 # wasm-opt (Debian's binaryen) shrinks the module by about a fifth, and V8 compiles it that much
 # sooner at start-up; without it the module works the same, only larger.
