@@ -130,6 +130,10 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
             token: read.token.map(std::rc::Rc::from),
             conflict: read.conflict,
             rewrites: read.rewrites,
+            route: (
+                headers.text(":method").unwrap_or_default().to_string(),
+                path,
+            ),
             request_id,
             ..State::default()
         },

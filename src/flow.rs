@@ -26,6 +26,8 @@ pub struct State {
     pub conflict: bool,
     /// Validate mode: headers to set (or remove) when the request goes on (B6).
     pub rewrites: Vec<(&'static str, Option<Vec<u8>>)>,
+    /// Validate mode: the method and the path with its query, for the rules (B7).
+    pub route: (String, String),
     /// Login mode: the request.
     pub login: Option<login::Request>,
     /// Login mode, the workload's own call to another service (an outbound listener): its
@@ -170,9 +172,9 @@ pub fn run(
         let action = login::decide(&env, &req, &mut HostRandom(h), refetch_allowed);
         carry_out(h, vm, state, context_id, action, &env, &req)
     } else {
-        let (token, conflict) = {
+        let (token, conflict, route) = {
             let st = state.borrow();
-            (st.token.clone(), st.conflict)
+            (st.token.clone(), st.conflict, st.route.clone())
         };
         let presented = match (&token, conflict) {
             (_, true) => Presented::Conflict,
@@ -181,6 +183,7 @@ pub fn run(
         };
         let decision = validate::decide(
             &snap.config,
+            (&route.0, &route.1),
             presented,
             snap.keys(),
             snap.cache(),

@@ -26,6 +26,7 @@ pub mod paths;
 pub mod pending;
 pub mod replay;
 pub mod rsa;
+pub mod rules;
 pub mod session;
 pub mod token;
 pub mod validate;

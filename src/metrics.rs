@@ -17,6 +17,8 @@ pub enum Event {
     KeysFetchFailed,
     Logout,
     Upstream401,
+    /// A valid token that failed its authorization rule (B7).
+    Forbidden,
 }
 
 impl Event {
@@ -32,6 +34,7 @@ impl Event {
             Event::KeysFetchFailed => "mesh_oidc.jwks_fetches_failed".into(),
             Event::Logout => "mesh_oidc.logouts".into(),
             Event::Upstream401 => "mesh_oidc.upstream_401".into(),
+            Event::Forbidden => "mesh_oidc.forbidden".into(),
         }
     }
 }

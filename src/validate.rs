@@ -56,8 +56,10 @@ pub fn is_claim_header(config: &Config, name: &str) -> bool {
 }
 
 /// Decides a validate-mode request whose claim headers were already stripped.
+/// `route` is the request's method and path (with its query), for the rules (B7).
 pub fn decide(
     config: &Config,
+    route: (&str, &str),
     presented: Presented,
     keys: Option<&KeySet>,
     cache: token::CacheRef,
@@ -84,7 +86,12 @@ pub fn decide(
         };
     };
     match token::verify_access(token, keys, cache, &config.rules, now_secs) {
-        Ok(verified) => Decision::Continue(claim_headers(config, &verified)),
+        Ok(verified) => {
+            match crate::rules::check(&config.access_rules, route.0, route.1, &verified.claims) {
+                Ok(()) => Decision::Continue(claim_headers(config, &verified)),
+                Err(denied) => Decision::Reply(crate::rules::forbidden(&denied, false, "-")),
+            }
+        }
         Err(TokenError::UnknownKey) if refetch_allowed => Decision::RefetchKeys,
         Err(e) => reject(e),
     }
@@ -118,6 +125,8 @@ mod tests {
         Config::parse(v.to_string().as_bytes()).unwrap()
     }
 
+    const GET: (&str, &str) = ("GET", "/api");
+
     fn status_and_challenge(d: &Decision) -> (u32, String) {
         match d {
             Decision::Reply(r) => (r.status, r.header("www-authenticate").unwrap_or("").into()),
@@ -132,6 +141,7 @@ mod tests {
         let t = sign_rsa(claims(custom));
         let d = decide(
             &config(),
+            GET,
             Presented::Token(t.as_bytes()),
             Some(&keyset()),
             None,
@@ -166,6 +176,7 @@ mod tests {
     fn two_different_tokens_are_refused_even_if_one_is_valid() {
         let (status, challenge) = status_and_challenge(&decide(
             &config(),
+            GET,
             Presented::Conflict,
             Some(&keyset()),
             None,
@@ -177,9 +188,65 @@ mod tests {
     }
 
     #[test]
+    fn a_valid_token_that_fails_its_rule_is_403_insufficient_scope() {
+        let mut v = serde_json::to_value(json!({
+            "mode": "validate",
+            "oidc": {"issuer": ISSUER, "jwks_uri": "http://kc:8080/certs"},
+            "authorized_parties": ["productpage"],
+            "rules": [
+                {"path": "/reviews", "methods": ["post"], "realm_roles": ["reviewer"]},
+                {"path": "/details", "scopes": ["details:read"]}
+            ]
+        }))
+        .unwrap();
+        let c = Config::parse(v.to_string().as_bytes()).unwrap();
+        let t = valid_token();
+        let run = |route| {
+            decide(
+                &c,
+                route,
+                Presented::Token(t.as_bytes()),
+                Some(&keyset()),
+                None,
+                NOW,
+                true,
+            )
+        };
+        assert!(matches!(run(("GET", "/reviews/0")), Decision::Continue(_)));
+        let (status, challenge) = status_and_challenge(&run(("POST", "/reviews/0")));
+        assert_eq!(status, 403);
+        assert!(challenge.contains("insufficient_scope"), "{challenge}");
+        assert_eq!(status_and_challenge(&run(("GET", "/details/1?x"))).0, 403);
+        // An invalid token is still 401, before any rule.
+        let r = decide(
+            &c,
+            ("POST", "/reviews/0"),
+            Presented::Token(b"x.y.z"),
+            Some(&keyset()),
+            None,
+            NOW,
+            true,
+        );
+        assert_eq!(status_and_challenge(&r).0, 401);
+        v["rules"] = json!([{"path": "reviews"}]);
+        assert!(Config::parse(v.to_string().as_bytes())
+            .unwrap_err()
+            .to_string()
+            .starts_with("rules[0].path: "));
+        v["rules"] = json!([{"path": "/r", "roles": ["x"]}]);
+        assert_eq!(
+            Config::parse(v.to_string().as_bytes())
+                .unwrap_err()
+                .to_string(),
+            "rules[0].roles: unknown key"
+        );
+    }
+
+    #[test]
     fn no_token_is_401_without_error() {
         let d = decide(
             &config(),
+            GET,
             Presented::Nothing,
             Some(&keyset()),
             None,
@@ -199,6 +266,7 @@ mod tests {
         for t in [expired.as_bytes(), b"garbage", b"a.b.c", b"\xff\xfe"] {
             let (status, challenge) = status_and_challenge(&decide(
                 &config(),
+                GET,
                 Presented::Token(t),
                 Some(&keyset()),
                 None,
@@ -216,6 +284,7 @@ mod tests {
         assert_eq!(
             decide(
                 &config(),
+                GET,
                 Presented::Token(t.as_bytes()),
                 None,
                 None,
@@ -227,6 +296,7 @@ mod tests {
         assert_eq!(
             status_and_challenge(&decide(
                 &config(),
+                GET,
                 Presented::Nothing,
                 None,
                 None,
@@ -239,6 +309,7 @@ mod tests {
         assert_eq!(
             status_and_challenge(&decide(
                 &config(),
+                GET,
                 Presented::Token(b"junk"),
                 None,
                 None,
@@ -260,6 +331,7 @@ mod tests {
         assert_eq!(
             decide(
                 &config(),
+                GET,
                 Presented::Token(t.as_bytes()),
                 Some(&keyset()),
                 None,
@@ -270,6 +342,7 @@ mod tests {
         );
         let (status, challenge) = status_and_challenge(&decide(
             &config(),
+            GET,
             Presented::Token(t.as_bytes()),
             Some(&keyset()),
             None,

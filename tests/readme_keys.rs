@@ -64,7 +64,9 @@ fn every_listed_key_is_accepted_by_the_parser() {
         "on_upstream_401": "pass",
         "public_origins": ["https://bookinfo.example.com"],
         "trust_forwarded_proto": true,
-        "upstream_401_services": ["details.bookinfo.svc.cluster.local:9080"]
+        "upstream_401_services": ["details.bookinfo.svc.cluster.local:9080"],
+        "rules": [{"path": "/admin", "methods": ["GET"], "scopes": ["admin"], "realm_roles": ["admin"],
+                   "client_roles": {"productpage": ["admin"]}, "acr": ["2"]}]
     });
     // client_secrets replaces keycloak, so it is checked in a second configuration.
     let migrated = serde_json::json!({

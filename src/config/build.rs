@@ -2,6 +2,7 @@
 
 use super::secrets::{client_secrets, session_keys, FromClientSecrets};
 use super::*;
+use crate::rules::Rule;
 
 pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
     let mode_name = root
@@ -140,6 +141,7 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         .unwrap_or(300);
     let on_upstream_401 = on_upstream_401(root)?;
     let upstream_401_services = upstream_401_services(root)?;
+    let access_rules = access_rules(root)?;
 
     let introspection_endpoint = endpoints
         .remove("introspection_endpoint")
@@ -205,7 +207,73 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         timeout_ms,
         jwks_refresh_seconds,
         trust_forwarded_proto,
+        access_rules,
     })
+}
+
+/// `rules` (B7): a list of `{path, methods, scopes, realm_roles, client_roles, acr}`.
+fn access_rules(root: &mut Obj) -> Result<Vec<Rule>, ConfigError> {
+    let key = "rules";
+    let items = match root.take(key) {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(ConfigError::new(key, "must be a list of rule objects")),
+    };
+    let mut rules = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let prefix = format!("rules[{i}]");
+        let Value::Object(map) = item else {
+            return Err(ConfigError::new(prefix, "must be an object with a path"));
+        };
+        let mut obj = Obj::new(&prefix, map);
+        let path = obj
+            .nonempty_string("path")?
+            .ok_or_else(|| ConfigError::new(obj.key("path"), "is required (a path prefix)"))?;
+        if !path.starts_with('/') || path.contains(['?', '#', '*']) {
+            return Err(ConfigError::new(
+                obj.key("path"),
+                "must be a path prefix starting with / (no query, fragment or *)",
+            ));
+        }
+        match paths::normalise(&path) {
+            Ok(normal) if normal.as_str() == path => {}
+            _ => {
+                return Err(ConfigError::new(
+                    obj.key("path"),
+                    "must be in normal form (requests are matched in normal form)",
+                ))
+            }
+        }
+        let methods: Vec<String> = obj
+            .strings("methods")?
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
+        let scopes = obj.strings("scopes")?.unwrap_or_default();
+        let realm_roles = obj.strings("realm_roles")?.unwrap_or_default();
+        let acr = obj.strings("acr")?.unwrap_or_default();
+        let mut client_roles = Vec::new();
+        if let Some(clients) = obj.object("client_roles")? {
+            let mut clients = clients;
+            let names: Vec<String> = clients.map.keys().cloned().collect();
+            for client in names {
+                let roles = clients.strings(&client)?.unwrap_or_default();
+                client_roles.push((client, roles));
+            }
+            clients.finish()?;
+        }
+        obj.finish()?;
+        rules.push(Rule {
+            path,
+            methods,
+            scopes,
+            realm_roles,
+            client_roles,
+            acr,
+        });
+    }
+    Ok(rules)
 }
 
 /// `keycloak.*`: the endpoints derived from the two URLs and the realm (public for what the

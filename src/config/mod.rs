@@ -57,6 +57,7 @@ pub const KEYS: &[&str] = &[
     "public_origins",
     "trust_forwarded_proto",
     "upstream_401_services",
+    "rules",
 ];
 
 /// A configuration error: the dotted key and what is wrong with it.
@@ -327,6 +328,8 @@ pub struct Config {
     pub jwks_refresh_seconds: u64,
     /// Whether `x-forwarded-proto` tells the request's scheme (only behind a proxy that sets it).
     pub trust_forwarded_proto: bool,
+    /// Authorization rules (B7), in order: the first that matches decides.
+    pub access_rules: Vec<crate::rules::Rule>,
 }
 
 impl Config {

@@ -315,6 +315,24 @@ impl Env<'_> {
         }
     }
 
+    /// A verified token goes on (L4) if it passes its authorization rule (B7), else 403.
+    fn admit(&self, req: &Request, token: &str, verified: &Verified, as_cookie: bool) -> Action {
+        let path = req.path.as_str();
+        match crate::rules::check(
+            &self.config.access_rules,
+            &req.method,
+            path,
+            &verified.claims,
+        ) {
+            Ok(()) => Action::Continue(self.forward(req, token, verified, as_cookie)),
+            Err(denied) => Action::Reply(crate::rules::forbidden(
+                &denied,
+                req.is_page(),
+                &req.request_id,
+            )),
+        }
+    }
+
     /// `Set-Cookie` values that clear every cookie of the filter the request carries.
     fn clear_all(&self, req: &Request) -> Vec<String> {
         let a = self.attrs(req);
@@ -376,7 +394,7 @@ pub fn decide(env: &Env, req: &Request, rng: &mut dyn Random, refetch_allowed: b
             match checked {
                 Ok((token, verified)) => {
                     let as_cookie = from_cookie || session.is_some();
-                    return Action::Continue(env.forward(req, token, &verified, as_cookie));
+                    return env.admit(req, token, &verified, as_cookie);
                 }
                 Err(TokenError::UnknownKey) if refetch_allowed => return Action::RefetchKeys,
                 Err(e) => {
@@ -618,6 +636,34 @@ mod tests {
             Some(s.clone())
         );
         assert_eq!(old.sealer.open::<Session>(&fresh, NOW), None);
+    }
+
+    #[test]
+    fn rules_give_403_to_a_valid_session_that_lacks_a_role() {
+        let f = Fixture::new(config_with(|v| {
+            v["rules"] = json!([{"path": "/admin", "realm_roles": ["admin"]}]);
+        }));
+        let cookies = format!("access_token={}", valid_token());
+        let r = reply_of(decide(
+            &f.env(),
+            &page("/admin/x", &cookies),
+            &mut Counter(0),
+            true,
+        ));
+        assert_eq!(r.status, 403);
+        assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+        let mut api = page("/admin/x", &cookies);
+        api.accept = Some("application/json".into());
+        let r = reply_of(decide(&f.env(), &api, &mut Counter(0), true));
+        assert_eq!(r.status, 403);
+        assert!(r
+            .header("www-authenticate")
+            .unwrap()
+            .contains("insufficient_scope"));
+        assert!(matches!(
+            decide(&f.env(), &page("/other", &cookies), &mut Counter(0), true),
+            Action::Continue(_)
+        ));
     }
 
     #[test]

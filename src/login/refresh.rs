@@ -125,11 +125,18 @@ pub fn finish_refresh(
     else {
         return fail("the new tokens are too large to keep in cookies".into());
     };
-    let mut forward = env.forward(req, &tokens.access_token, &access, true);
-    forward.response_cookies = cookies;
-    forward.events.push(Event::RefreshOk);
+    let action = match env.admit(req, &tokens.access_token, &access, true) {
+        Action::Continue(mut forward) => {
+            forward.response_cookies = cookies;
+            forward.events.push(Event::RefreshOk);
+            Action::Continue(forward)
+        }
+        // A refused rule still keeps the new session: the 403 sets its cookies.
+        Action::Reply(reply) => Action::Reply(reply.with_cookies(cookies)),
+        other => other,
+    };
     Refreshed::Done {
-        action: Box::new(Action::Continue(forward)),
+        action: Box::new(action),
         failure: None,
     }
 }
