@@ -830,3 +830,36 @@ fn a_refresh_after_a_key_rotation_fetches_the_keys_and_goes_on() {
 fn flight_ttl() -> u64 {
     crate::flight::RESULT_TTL_MS + 1
 }
+
+#[test]
+fn logout_revokes_the_refresh_token_and_never_waits_on_a_failure() {
+    let w = world();
+    let mut config = login_config();
+    config["oidc"]["revocation_endpoint"] =
+        json!("http://keycloak:8080/realms/dev/protocol/openid-connect/revoke");
+    let p = ready(&w, &config, 100);
+    let cookies = log_in(&p, 2, "refresh-to-revoke");
+    send(&p, 10, &page("/logout", &cookies));
+    assert_eq!(p.status(10), None, "the revocation first");
+    let call = p.call_to("/revoke");
+    let body = String::from_utf8_lossy(&call.body).to_string();
+    assert!(
+        body.contains("token=refresh-to-revoke") && body.contains("token_type_hint=refresh_token")
+    );
+    assert!(call.header("authorization").unwrap().starts_with("Basic "));
+    p.answer(call.token, 503, b"");
+    let reply = p.req(10).reply().cloned().unwrap();
+    assert_eq!(
+        reply.status, 302,
+        "a failed revocation never blocks the logout"
+    );
+    assert!(reply
+        .header("location")
+        .unwrap()
+        .contains("/openid-connect/logout?"));
+    assert!(p.host.logged("revocation at logout (the logout goes on)"));
+    // No session, nothing to revoke: the redirect at once.
+    send(&p, 11, &page("/logout", ""));
+    assert_eq!(p.status(11), Some(302));
+    assert!(p.open_calls().is_empty());
+}

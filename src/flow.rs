@@ -49,12 +49,15 @@ pub enum Purpose {
         session: Session,
         slot: Option<String>,
     },
+    /// The logout's revocation: `then` is sent whatever the answer.
+    Revoke { then: Reply },
 }
 
 impl std::fmt::Debug for Purpose {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Purpose::Exchange { .. } => f.write_str("Exchange([redacted])"),
+            Purpose::Revoke { .. } => f.write_str("Revoke"),
             Purpose::Refresh { slot, .. } => write!(f, "Refresh(shared: {})", slot.is_some()),
         }
     }
@@ -72,7 +75,7 @@ impl Call {
     pub fn shared_slot(&self) -> Option<&str> {
         match &self.purpose {
             Purpose::Refresh { slot, .. } => slot.as_deref(),
-            Purpose::Exchange { .. } => None,
+            Purpose::Exchange { .. } | Purpose::Revoke { .. } => None,
         }
     }
 }
@@ -263,6 +266,9 @@ fn carry_out(
         Action::Reply(reply) => reply_with(h, vm, state, &reply),
         Action::WaitForKeys => wait(h, vm, state, context_id, WaitFor::Keys { refetch: false }),
         Action::RefetchKeys => wait(h, vm, state, context_id, WaitFor::Keys { refetch: true }),
+        Action::Revoke { call, then } => {
+            dispatch(h, vm, state, context_id, &call, Purpose::Revoke { then })
+        }
         Action::Exchange {
             call,
             tx,
@@ -361,6 +367,9 @@ fn dispatch(
                 config.cluster
             ),
         );
+        if let Purpose::Revoke { then } = purpose {
+            return reply_with(h, vm, state, &then);
+        }
         let rid = state.borrow().request_id.clone();
         let page = login::error_page(502, "The identity provider cannot be reached.", &rid);
         return reply_with(h, vm, state, &page);
@@ -446,6 +455,7 @@ fn call_answered(
         let what = match call.purpose {
             Purpose::Exchange { .. } => "code exchange",
             Purpose::Refresh { .. } => "refresh",
+            Purpose::Revoke { .. } => "revocation at logout (the logout goes on)",
         };
         h.log(
             Level::Info,
@@ -457,6 +467,7 @@ fn call_answered(
     let snap = Snapshot::take(vm, now_ms);
     let req = call.state.borrow().login.clone();
     let outcome = match (req, snap.env(now_ms), call.purpose) {
+        (_, _, Purpose::Revoke { then }) => reply_with(h, vm, &call.state, &then),
         (Some(req), Some(env), Purpose::Exchange { tx, clears }) => {
             let exchange = PendingExchange {
                 tx,

@@ -42,7 +42,8 @@ fn every_listed_key_is_accepted_by_the_parser() {
             "jwks_uri": "http://kc:8080/k",
             "end_session_endpoint": "https://sso.example.com/l",
             "introspection_endpoint": "http://kc:8080/i",
-            "userinfo_endpoint": "http://kc:8080/u"
+            "userinfo_endpoint": "http://kc:8080/u",
+            "revocation_endpoint": "http://kc:8080/r"
         },
         "cluster": "keycloak",
         "client_id": "productpage",

@@ -178,6 +178,9 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
             authorization_endpoint,
             token_endpoint: Endpoint::from_url(token_endpoint),
             end_session_endpoint: endpoints.remove("end_session_endpoint"),
+            revocation_endpoint: endpoints
+                .remove("revocation_endpoint")
+                .map(Endpoint::from_url),
         }))
     } else {
         Mode::Validate
@@ -323,6 +326,10 @@ fn keycloak(mut kc: Obj, derived: &mut BTreeMap<&'static str, String>) -> Result
         "userinfo_endpoint",
         format!("{internal_base}{oidc}/userinfo"),
     );
+    derived.insert(
+        "revocation_endpoint",
+        format!("{internal_base}{oidc}/revoke"),
+    );
     Ok(internal)
 }
 
@@ -342,6 +349,7 @@ fn oidc_endpoints(
         "end_session_endpoint",
         "introspection_endpoint",
         "userinfo_endpoint",
+        "revocation_endpoint",
     ] {
         let key = format!("oidc.{name}");
         let explicit = match oidc.as_mut() {

@@ -32,6 +32,7 @@ pub const KEYS: &[&str] = &[
     "oidc.end_session_endpoint",
     "oidc.introspection_endpoint",
     "oidc.userinfo_endpoint",
+    "oidc.revocation_endpoint",
     "cluster",
     "client_id",
     "client_secret",
@@ -304,6 +305,8 @@ pub struct LoginConfig {
     pub authorization_endpoint: Url,
     pub token_endpoint: Endpoint,
     pub end_session_endpoint: Option<Url>,
+    /// RFC 7009: the refresh token is revoked there at logout (L6+).
+    pub revocation_endpoint: Option<Endpoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

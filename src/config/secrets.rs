@@ -43,6 +43,7 @@ pub(super) fn client_secrets(
         .strip_suffix("/protocol/openid-connect/token")
     {
         derived.insert("jwks_uri", format!("{base}{oidc}certs"));
+        derived.insert("revocation_endpoint", format!("{base}{oidc}revoke"));
     }
     derived.insert("token_endpoint", token.to_string());
     if let Some(u) = url_of(&mut cs, "userinfo_uri")? {

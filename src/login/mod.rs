@@ -178,6 +178,11 @@ pub enum Action {
     Reply(Reply),
     WaitForKeys,
     RefetchKeys,
+    /// L6+: revoke the refresh token (RFC 7009), then send `then` whatever the answer.
+    Revoke {
+        call: TokenCall,
+        then: Reply,
+    },
     /// L2: exchange the code, once `replay` is recorded (a state already used: [`replayed`]).
     Exchange {
         call: TokenCall,
@@ -253,8 +258,16 @@ impl Env<'_> {
     }
 
     /// A token call with the client's credentials (`client_secret_basic` or `_post`).
-    fn token_call<'s>(&'s self, mut form: Vec<(&'s str, &'s str)>) -> TokenCall {
-        let endpoint = &self.login.token_endpoint;
+    fn token_call<'s>(&'s self, form: Vec<(&'s str, &'s str)>) -> TokenCall {
+        self.client_call(&self.login.token_endpoint, form)
+    }
+
+    /// A call to one of the provider's endpoints, authenticated as the client.
+    fn client_call<'s>(
+        &'s self,
+        endpoint: &crate::config::Endpoint,
+        mut form: Vec<(&'s str, &'s str)>,
+    ) -> TokenCall {
         let mut headers = vec![
             (":method".to_string(), "POST".to_string()),
             (":path".to_string(), endpoint.path.clone()),
@@ -370,7 +383,7 @@ pub fn decide(env: &Env, req: &Request, rng: &mut dyn Random, refetch_allowed: b
         return callback::callback(env, req);
     }
     if path == env.login.logout_path {
-        return Action::Reply(logout(env, req, rng));
+        return logout_and_revoke(env, req, rng);
     }
 
     let mut clears = Vec::new();
@@ -408,6 +421,26 @@ pub fn decide(env: &Env, req: &Request, rng: &mut dyn Random, refetch_allowed: b
     match session {
         Some(session) if session.refresh_token.is_some() => refresh::refresh(env, session),
         _ => Action::Reply(unauthenticated(env, req, rng, clears, invalid)),
+    }
+}
+
+/// L6, L6+: the logout redirect, after the refresh token is revoked when the provider has a
+/// revocation endpoint (a failed revocation never blocks the logout).
+fn logout_and_revoke(env: &Env, req: &Request, rng: &mut dyn Random) -> Action {
+    let reply = logout(env, req, rng);
+    let refresh_token = env.session(req).and_then(|s| s.refresh_token);
+    match (refresh_token, &env.login.revocation_endpoint) {
+        (Some(token), Some(endpoint)) if reply.status == 302 => {
+            let call = env.client_call(
+                endpoint,
+                vec![
+                    ("token", token.as_str()),
+                    ("token_type_hint", "refresh_token"),
+                ],
+            );
+            Action::Revoke { call, then: reply }
+        }
+        _ => Action::Reply(reply),
     }
 }
 
