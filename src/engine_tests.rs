@@ -863,3 +863,92 @@ fn logout_revokes_the_refresh_token_and_never_waits_on_a_failure() {
     assert_eq!(p.status(11), Some(302));
     assert!(p.open_calls().is_empty());
 }
+
+fn introspecting_config() -> Value {
+    let mut c = validate_config();
+    c["oidc"]["introspection_endpoint"] =
+        json!("http://keycloak:8080/realms/dev/protocol/openid-connect/token/introspect");
+    c["introspection"] = json!({"enabled": true, "cache_seconds": 30, "client_id": "details", "client_secret": "details-secret"});
+    c
+}
+
+fn introspection_answer(active: bool) -> Vec<u8> {
+    json!({"active": active, "iss": ISSUER, "exp": NOW + 300, "azp": "productpage",
+           "sub": "alice-id", "preferred_username": "alice", "typ": "Bearer"})
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn an_opaque_token_is_introspected_once_within_the_cache_time() {
+    let w = world();
+    let p = ready(&w, &introspecting_config(), 100);
+    assert_eq!(
+        send(&p, 2, &api("/a", "Bearer 8xLOxBtZp8-opaque")),
+        Outcome::Pause
+    );
+    let call = p.call_to("/introspect");
+    let form = String::from_utf8_lossy(&call.body).to_string();
+    assert!(form.contains("token=8xLOxBtZp8-opaque"));
+    assert!(call.header("authorization").unwrap().starts_with("Basic "));
+    p.answer(call.token, 200, &introspection_answer(true));
+    assert_eq!(p.req(2).resumed, 1);
+    assert_eq!(p.req(2).header("x-user").as_deref(), Some("alice"));
+    // Another worker of the same proxy uses the cached answer.
+    let b = ready(&w, &introspecting_config(), 200);
+    assert_eq!(
+        send(&b, 3, &api("/a", "Bearer 8xLOxBtZp8-opaque")),
+        Outcome::Continue
+    );
+    assert!(b.open_calls().is_empty());
+    // After the cache time: asked again; now revoked: 401, and that is cached too.
+    w.advance(31_000);
+    send(&b, 4, &api("/a", "Bearer 8xLOxBtZp8-opaque"));
+    let call = b.call_to("/introspect");
+    b.answer(call.token, 200, &introspection_answer(false));
+    assert_eq!(b.status(4), Some(401));
+    assert_eq!(
+        send(&b, 5, &api("/a", "Bearer 8xLOxBtZp8-opaque")),
+        Outcome::Pause
+    );
+    assert_eq!(b.status(5), Some(401));
+}
+
+#[test]
+fn a_verified_jwt_is_still_refused_when_the_provider_says_it_is_not_active() {
+    let w = world();
+    let p = ready(&w, &introspecting_config(), 100);
+    send(&p, 2, &api("/a", &bearer(&valid_token())));
+    let call = p.call_to("/introspect");
+    p.answer(call.token, 200, &introspection_answer(false));
+    let r = p.req(2);
+    assert_eq!(r.reply().map(|r| r.status), Some(401));
+    assert!(r
+        .reply()
+        .unwrap()
+        .header("www-authenticate")
+        .unwrap()
+        .contains("token is not active"));
+    // A forged JWT never reaches the provider.
+    send(
+        &p,
+        3,
+        &api("/a", &bearer(&valid_token().replace('.', ".x"))),
+    );
+    assert_eq!(p.status(3), Some(401));
+    assert!(p.open_calls().is_empty());
+}
+
+#[test]
+fn introspection_errors_and_timeouts_refuse_and_are_not_cached() {
+    let w = world();
+    let p = ready(&w, &introspecting_config(), 100);
+    for (ctx, status, body) in [(2, 0, &b""[..]), (3, 500, b"oops"), (4, 200, b"<html>")] {
+        send(&p, ctx, &api("/a", "Bearer opaque-1"));
+        let call = p.call_to("/introspect");
+        p.answer(call.token, status, body);
+        assert_eq!(p.status(ctx), Some(401), "{status}");
+        assert_eq!(p.req(ctx).resumed, 0);
+    }
+    assert!(p.host.logged("the token is refused"));
+}

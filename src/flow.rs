@@ -51,6 +51,11 @@ pub enum Purpose {
     },
     /// The logout's revocation: `then` is sent whatever the answer.
     Revoke { then: Reply },
+    /// V3: is the token still active? `local`: its verified claims when it is a JWT.
+    Introspect {
+        lookup: crate::introspect::Lookup,
+        local: Option<Rc<crate::token::Verified>>,
+    },
 }
 
 impl std::fmt::Debug for Purpose {
@@ -58,6 +63,7 @@ impl std::fmt::Debug for Purpose {
         match self {
             Purpose::Exchange { .. } => f.write_str("Exchange([redacted])"),
             Purpose::Revoke { .. } => f.write_str("Revoke"),
+            Purpose::Introspect { .. } => f.write_str("Introspect([redacted])"),
             Purpose::Refresh { slot, .. } => write!(f, "Refresh(shared: {})", slot.is_some()),
         }
     }
@@ -75,7 +81,7 @@ impl Call {
     pub fn shared_slot(&self) -> Option<&str> {
         match &self.purpose {
             Purpose::Refresh { slot, .. } => slot.as_deref(),
-            Purpose::Exchange { .. } | Purpose::Revoke { .. } => None,
+            Purpose::Exchange { .. } | Purpose::Revoke { .. } | Purpose::Introspect { .. } => None,
         }
     }
 }
@@ -193,30 +199,75 @@ pub fn run(
             now_ms / 1000,
             refetch_allowed,
         );
-        match decision {
-            Decision::Continue(headers) => {
-                for (name, value) in &headers {
-                    h.set_request_header(name, Some(value.as_bytes()));
-                }
-                let rewrites = std::mem::take(&mut state.borrow_mut().rewrites);
-                for (name, value) in &rewrites {
-                    h.set_request_header(name, value.as_deref());
-                }
-                Outcome::Continue
-            }
-            Decision::Reply(reply) => reply_with(h, vm, state, &reply),
-            Decision::WaitForKeys => {
-                wait(h, vm, state, context_id, WaitFor::Keys { refetch: false })
-            }
-            Decision::RefetchKeys => {
-                wait(h, vm, state, context_id, WaitFor::Keys { refetch: true })
-            }
-        }
+        carry_out_validate(h, vm, state, context_id, decision, &snap, now_ms)
     };
     if held && outcome == Outcome::Continue {
         h.resume_request();
     }
     outcome
+}
+
+/// Carries a validate-mode decision out.
+fn carry_out_validate(
+    h: &dyn Host,
+    vm: &VmRef,
+    state: &StateRef,
+    context_id: u32,
+    decision: Decision,
+    snap: &Snapshot,
+    now_ms: u64,
+) -> Outcome {
+    match decision {
+        Decision::Continue(headers) => {
+            for (name, value) in &headers {
+                h.set_request_header(name, Some(value.as_bytes()));
+            }
+            let rewrites = std::mem::take(&mut state.borrow_mut().rewrites);
+            for (name, value) in &rewrites {
+                h.set_request_header(name, value.as_deref());
+            }
+            Outcome::Continue
+        }
+        Decision::Reply(reply) => reply_with(h, vm, state, &reply),
+        Decision::WaitForKeys => wait(h, vm, state, context_id, WaitFor::Keys { refetch: false }),
+        Decision::RefetchKeys => wait(h, vm, state, context_id, WaitFor::Keys { refetch: true }),
+        Decision::Introspect { local } => {
+            let (token, route) = {
+                let st = state.borrow();
+                (st.token.clone().unwrap_or_default(), st.route.clone())
+            };
+            let lookup = crate::introspect::Lookup::new(&token);
+            let (cached, _) = h.get_shared(&lookup.key);
+            if let Some(answer) = cached.and_then(|v| lookup.cached(&v, now_ms / 1000)) {
+                let decision = validate::after_introspection(
+                    &snap.config,
+                    (&route.0, &route.1),
+                    local.as_deref(),
+                    &answer,
+                );
+                return carry_out_validate(h, vm, state, context_id, decision, snap, now_ms);
+            }
+            let Some(intro) = snap.config.introspection.as_ref() else {
+                return reply_with(h, vm, state, &introspection_refused());
+            };
+            let call = crate::introspect::call(intro, &String::from_utf8_lossy(&token));
+            dispatch(
+                h,
+                vm,
+                state,
+                context_id,
+                &call,
+                Purpose::Introspect { lookup, local },
+            )
+        }
+    }
+}
+
+fn introspection_refused() -> Reply {
+    match validate::introspection_failed() {
+        Decision::Reply(r) => r,
+        _ => crate::web::unauthorized(None),
+    }
 }
 
 pub fn reply_with(h: &dyn Host, vm: &VmRef, state: &StateRef, reply: &Reply) -> Outcome {
@@ -456,6 +507,7 @@ fn call_answered(
             Purpose::Exchange { .. } => "code exchange",
             Purpose::Refresh { .. } => "refresh",
             Purpose::Revoke { .. } => "revocation at logout (the logout goes on)",
+            Purpose::Introspect { .. } => "introspection (the token is refused)",
         };
         h.log(
             Level::Info,
@@ -468,6 +520,17 @@ fn call_answered(
     let req = call.state.borrow().login.clone();
     let outcome = match (req, snap.env(now_ms), call.purpose) {
         (_, _, Purpose::Revoke { then }) => reply_with(h, vm, &call.state, &then),
+        (_, _, Purpose::Introspect { lookup, local }) => introspected(
+            h,
+            vm,
+            &call.state,
+            call.context_id,
+            &snap,
+            lookup,
+            local,
+            status,
+            &body,
+        ),
         (Some(req), Some(env), Purpose::Exchange { tx, clears }) => {
             let exchange = PendingExchange {
                 tx,
@@ -511,6 +574,53 @@ fn call_answered(
         settle(h, vm, now_ms, current);
     }
     outcome
+}
+
+/// V3: the provider answered an introspection: cached (a judged answer, never an error), then the
+/// validate-mode decision.
+#[allow(clippy::too_many_arguments)]
+fn introspected(
+    h: &dyn Host,
+    vm: &VmRef,
+    state: &StateRef,
+    context_id: u32,
+    snap: &Snapshot,
+    lookup: crate::introspect::Lookup,
+    local: Option<Rc<crate::token::Verified>>,
+    status: u32,
+    body: &[u8],
+) -> Outcome {
+    let now_ms = h.now_ms();
+    let now = now_ms / 1000;
+    let route = state.borrow().route.clone();
+    let decision = match crate::introspect::judge(status, body, &snap.config.rules, now) {
+        Ok(answer) => {
+            let cache_seconds = snap
+                .config
+                .introspection
+                .as_ref()
+                .map_or(0, |i| i.cache_seconds);
+            let until = crate::introspect::cache_until(&answer, now, cache_seconds);
+            if let Some(value) = lookup.encode(&answer, until).filter(|_| until > now) {
+                let _ = h.set_shared(&lookup.key, &value, None);
+            }
+            validate::after_introspection(
+                &snap.config,
+                (&route.0, &route.1),
+                local.as_deref(),
+                &answer,
+            )
+        }
+        Err(why) => {
+            let rid = state.borrow().request_id.clone();
+            h.log(
+                Level::Warn,
+                &format!("mesh-oidc[{rid}]: {why}; the token is refused"),
+            );
+            validate::introspection_failed()
+        }
+    };
+    carry_out_validate(h, vm, state, context_id, decision, snap, now_ms)
 }
 
 /// Checks the code exchange's answer, or holds it until the key set can check its ID token.

@@ -12,12 +12,14 @@
     )
 )]
 
+pub mod calls;
 pub mod config;
 pub mod engine;
 pub mod flight;
 pub mod flow;
 pub mod host;
 pub mod inbound;
+pub mod introspect;
 pub mod jwks;
 pub mod keystore;
 pub mod login;

@@ -33,6 +33,8 @@ pub enum TokenError {
     NotAnAccessToken,
     /// Verified, but not an ID token where one is expected (the code exchange).
     NotAnIdToken,
+    /// The provider says the token is no longer active (introspection, V3).
+    Revoked,
 }
 
 impl TokenError {
@@ -54,6 +56,7 @@ impl TokenError {
             TokenError::WrongNonce => "wrong nonce",
             TokenError::NotAnAccessToken => "not an access token",
             TokenError::NotAnIdToken => "not an ID token",
+            TokenError::Revoked => "token is not active",
         }
     }
 
@@ -70,6 +73,7 @@ impl TokenError {
             TokenError::WrongAudience | TokenError::WrongAuthorizedParty => "audience",
             TokenError::WrongNonce => "nonce",
             TokenError::NotAnAccessToken | TokenError::NotAnIdToken => "token_type",
+            TokenError::Revoked => "inactive",
         }
     }
 }
@@ -540,6 +544,82 @@ fn authorized_party<'a>(
     }
 }
 
+/// The audience rules (B2, B2+): `audiences`, `authorized_parties`, and in login mode the client
+/// as the audience or the authorized party.
+fn audience_rules(
+    audiences: &[String],
+    custom: &Map<String, Value>,
+    rules: &TokenRules,
+) -> Result<(), TokenError> {
+    let azp = authorized_party(custom, audiences);
+    if !rules.audiences.is_empty() && !audiences.iter().any(|a| rules.audiences.contains(a)) {
+        return Err(TokenError::WrongAudience);
+    }
+    if !rules.authorized_parties.is_empty()
+        && !azp.is_some_and(|p| rules.authorized_parties.iter().any(|a| a == p))
+    {
+        return Err(TokenError::WrongAuthorizedParty);
+    }
+    if let Some(client) = &rules.client_id_as_audience {
+        if !audiences.iter().any(|a| a == client) && azp != Some(client.as_str()) {
+            return Err(TokenError::WrongAudience);
+        }
+    }
+    Ok(())
+}
+
+/// An introspection answer's claims (V3), judged by the rules of a local token: `iss`, `exp`
+/// (required, exclusive), `nbf`/`iat` with the skew, the audience rules, and the access-token
+/// marker (a `typ` other than Bearer is not an access token). Returns `exp`.
+pub fn check_introspected(
+    claims: &Map<String, Value>,
+    rules: &TokenRules,
+    now: u64,
+) -> Result<u64, TokenError> {
+    if claims.get("iss").and_then(Value::as_str) != Some(rules.issuer.as_str()) {
+        return Err(TokenError::WrongIssuer);
+    }
+    let time = |name: &str| -> Result<Option<u64>, TokenError> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|t| *t < u64::from(u32::MAX))
+                .map(Some)
+                .ok_or(TokenError::Malformed),
+        }
+    };
+    let exp = time("exp")?.ok_or(TokenError::MissingExpiry)?;
+    if !before_expiry(now, exp, rules.clock_skew_seconds) {
+        return Err(TokenError::Expired);
+    }
+    let later = now.saturating_add(rules.clock_skew_seconds);
+    if time("nbf")?.is_some_and(|t| t > later) {
+        return Err(TokenError::NotYetValid);
+    }
+    if time("iat")?.is_some_and(|t| t > later) {
+        return Err(TokenError::IssuedInFuture);
+    }
+    if claims
+        .get("typ")
+        .is_some_and(|t| !t.as_str().is_some_and(|t| t.eq_ignore_ascii_case("bearer")))
+    {
+        return Err(TokenError::NotAnAccessToken);
+    }
+    let audiences: Vec<String> = match claims.get("aud") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(_) => return Err(TokenError::Malformed),
+    };
+    audience_rules(&audiences, claims, rules)?;
+    Ok(exp)
+}
+
 fn finish(
     token: &str,
     header: &Header,
@@ -575,21 +655,7 @@ fn finish(
         Some(Audiences::AsString(s)) => vec![s.clone()],
         Some(Audiences::AsSet(set)) => set.iter().cloned().collect(),
     };
-    let azp = authorized_party(&claims.custom, &audiences);
-
-    if !rules.audiences.is_empty() && !audiences.iter().any(|a| rules.audiences.contains(a)) {
-        return Err(TokenError::WrongAudience);
-    }
-    if !rules.authorized_parties.is_empty()
-        && !azp.is_some_and(|p| rules.authorized_parties.iter().any(|a| a == p))
-    {
-        return Err(TokenError::WrongAuthorizedParty);
-    }
-    if let Some(client) = &rules.client_id_as_audience {
-        if !audiences.iter().any(|a| a == client) && azp != Some(client.as_str()) {
-            return Err(TokenError::WrongAudience);
-        }
-    }
+    audience_rules(&audiences, &claims.custom, rules)?;
 
     let mut map = claims.custom;
     let mut put = |name: &str, value: Option<Value>| {

@@ -8,7 +8,7 @@ use crate::token::{self, TokenError};
 use crate::web::{self, Reply};
 
 /// What the filter does with a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Forward the request, with these (claim) headers set.
     Continue(Vec<(String, String)>),
@@ -17,15 +17,27 @@ pub enum Decision {
     WaitForKeys,
     /// The token names a key the set lacks: fetch the set again, then decide.
     RefetchKeys,
+    /// V3: ask the provider (or its cached answer) whether the token is active. `local`: the
+    /// token's verified claims when it is a JWT.
+    Introspect {
+        local: Option<std::rc::Rc<token::Verified>>,
+    },
 }
 
 /// The claim headers of a verified token (B3): only values that are valid header values.
 pub fn claim_headers(config: &Config, verified: &token::Verified) -> Vec<(String, String)> {
+    headers_for(config, &verified.claims)
+}
+
+fn headers_for(
+    config: &Config,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<(String, String)> {
     config
         .claims_to_headers
         .iter()
         .filter_map(|(claim, header)| {
-            token::claim_header_value(&verified.claims, claim).map(|v| (header.clone(), v))
+            token::claim_header_value(claims, claim).map(|v| (header.clone(), v))
         })
         .collect()
 }
@@ -78,6 +90,10 @@ pub fn decide(
     let Ok(token) = std::str::from_utf8(raw) else {
         return reject(TokenError::Malformed);
     };
+    // V3: an opaque token is the provider's to judge; it is never refused for its shape.
+    if config.introspection.is_some() && !crate::introspect::is_jwt(raw) {
+        return Decision::Introspect { local: None };
+    }
     let Some(keys) = keys else {
         // Malformed tokens and forbidden algorithms are refused without waiting for keys.
         return match token::read_header(token) {
@@ -86,15 +102,50 @@ pub fn decide(
         };
     };
     match token::verify_access(token, keys, cache, &config.rules, now_secs) {
-        Ok(verified) => {
-            match crate::rules::check(&config.access_rules, route.0, route.1, &verified.claims) {
-                Ok(()) => Decision::Continue(claim_headers(config, &verified)),
-                Err(denied) => Decision::Reply(crate::rules::forbidden(&denied, false, "-")),
-            }
-        }
+        // V3: verified here, and still active at the provider?
+        Ok(verified) if config.introspection.is_some() => Decision::Introspect {
+            local: Some(verified),
+        },
+        Ok(verified) => admit(config, route, &verified.claims),
         Err(TokenError::UnknownKey) if refetch_allowed => Decision::RefetchKeys,
         Err(e) => reject(e),
     }
+}
+
+/// A valid token goes on with its claim headers if it passes its rule (B7), else 403.
+fn admit(
+    config: &Config,
+    route: (&str, &str),
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Decision {
+    match crate::rules::check(&config.access_rules, route.0, route.1, claims) {
+        Ok(()) => Decision::Continue(headers_for(config, claims)),
+        Err(denied) => Decision::Reply(crate::rules::forbidden(&denied, false, "-")),
+    }
+}
+
+/// V3: the provider's answer about a token. `local`: the token's own claims when it was a JWT
+/// verified here (else the answer's claims, for an opaque token).
+pub fn after_introspection(
+    config: &Config,
+    route: (&str, &str),
+    local: Option<&token::Verified>,
+    answer: &crate::introspect::Answer,
+) -> Decision {
+    match answer {
+        crate::introspect::Answer::Refused(e) => reject(e.clone()),
+        crate::introspect::Answer::Active(claims) => {
+            admit(config, route, local.map_or(claims, |v| &v.claims))
+        }
+    }
+}
+
+/// V3: the provider could not be asked (an error or a timeout): refused, never a pass.
+pub fn introspection_failed() -> Decision {
+    Decision::Reply(
+        web::unauthorized(Some("the token could not be checked with the provider"))
+            .counting(Event::TokenRejected("introspection")),
+    )
 }
 
 fn reject(e: TokenError) -> Decision {

@@ -83,8 +83,20 @@ fn every_listed_key_is_accepted_by_the_parser() {
     });
     mesh_oidc::config::Config::parse(migrated.to_string().as_bytes())
         .expect("client_secrets accepted");
+    // introspection is for validate mode: a third configuration.
+    let validate = serde_json::json!({
+        "mode": "validate",
+        "oidc": {"issuer": "https://sso.example.com/realms/dev", "jwks_uri": "http://kc:8080/k",
+                 "introspection_endpoint": "http://kc:8080/i"},
+        "authorized_parties": ["productpage"],
+        "introspection": {"enabled": true, "cache_seconds": 10, "client_id": "details",
+                          "client_secret": "details-secret"}
+    });
+    mesh_oidc::config::Config::parse(validate.to_string().as_bytes())
+        .expect("introspection accepted");
     let mut set = BTreeSet::new();
     set.insert("client_secrets".to_string());
+    collect_keys(&validate["introspection"], "introspection", &mut set);
     collect_keys(&config, "", &mut set);
     // claims_to_headers' entries are data, not keys.
     set.retain(|k| !k.starts_with("claims_to_headers."));

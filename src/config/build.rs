@@ -148,6 +148,18 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         .map(Endpoint::from_url);
     // Checked above like every endpoint; nothing calls userinfo (the token carries the claims).
     endpoints.remove("userinfo_endpoint");
+    let introspection = introspection(
+        root,
+        introspection_endpoint.as_ref(),
+        (client_id.as_ref(), client_secret.as_ref()),
+        client_auth,
+    )?;
+    if introspection.is_some() && login {
+        return Err(ConfigError::new(
+            "introspection.enabled",
+            "is for validate mode (login mode checks its own session)",
+        ));
+    }
 
     let mode = if login {
         if client_id.is_none() {
@@ -211,7 +223,63 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         jwks_refresh_seconds,
         trust_forwarded_proto,
         access_rules,
+        introspection,
     })
+}
+
+/// `introspection.*` (V3): `None` unless enabled; then the endpoint and a client to call it as
+/// (its own `client_id`/`client_secret`, else the top-level ones) are required.
+fn introspection(
+    root: &mut Obj,
+    endpoint: Option<&Endpoint>,
+    client: (Option<&String>, Option<&Secret>),
+    client_auth: ClientAuth,
+) -> Result<Option<Introspection>, ConfigError> {
+    let Some(mut obj) = root.object("introspection")? else {
+        return Ok(None);
+    };
+    let enabled = match obj.take("enabled") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => {
+            return Err(ConfigError::new(
+                "introspection.enabled",
+                "must be true or false",
+            ))
+        }
+    };
+    let cache_seconds = obj.integer("cache_seconds", 0, 3600)?.unwrap_or(30);
+    let own_id = obj.nonempty_string("client_id")?;
+    let own_secret = obj.nonempty_string("client_secret")?.map(Secret::new);
+    obj.finish()?;
+    if !enabled {
+        return Ok(None);
+    }
+    let endpoint = endpoint.cloned().ok_or_else(|| {
+        ConfigError::new(
+            "oidc.introspection_endpoint",
+            "is required when introspection.enabled is true (or set keycloak.*)",
+        )
+    })?;
+    let client_id = own_id.or_else(|| client.0.cloned()).ok_or_else(|| {
+        ConfigError::new(
+            "introspection.client_id",
+            "is required when introspection.enabled is true (or set client_id)",
+        )
+    })?;
+    let client_secret = own_secret.or_else(|| client.1.cloned()).ok_or_else(|| {
+        ConfigError::new(
+            "introspection.client_secret",
+            "is required when introspection.enabled is true (or set client_secret)",
+        )
+    })?;
+    Ok(Some(Introspection {
+        endpoint,
+        cache_seconds,
+        client_id,
+        client_secret,
+        client_auth,
+    }))
 }
 
 /// `rules` (B7): a list of `{path, methods, scopes, realm_roles, client_roles, acr}`.

@@ -59,6 +59,10 @@ pub const KEYS: &[&str] = &[
     "trust_forwarded_proto",
     "upstream_401_services",
     "rules",
+    "introspection.enabled",
+    "introspection.cache_seconds",
+    "introspection.client_id",
+    "introspection.client_secret",
 ];
 
 /// A configuration error: the dotted key and what is wrong with it.
@@ -333,6 +337,18 @@ pub struct Config {
     pub trust_forwarded_proto: bool,
     /// Authorization rules (B7), in order: the first that matches decides.
     pub access_rules: Vec<crate::rules::Rule>,
+    /// Validate mode: introspection (V3), when enabled.
+    pub introspection: Option<Introspection>,
+}
+
+/// `introspection.*` (V3), enabled: where to ask, as whom, and how long an answer holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Introspection {
+    pub endpoint: Endpoint,
+    pub cache_seconds: u64,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub client_auth: ClientAuth,
 }
 
 impl Config {
@@ -645,6 +661,30 @@ mod tests {
             c.rules.client_id_as_audience.as_deref(),
             Some("productpage")
         );
+    }
+
+    #[test]
+    fn introspection_is_opt_in_for_validate_mode_and_needs_a_client() {
+        let mut v = validate_base();
+        assert!(parse(&v).unwrap().introspection.is_none());
+        v["introspection"] = json!({"enabled": true});
+        assert!(error_of(&v).starts_with("introspection.client_id: "));
+        v["client_id"] = json!("details");
+        assert!(error_of(&v).starts_with("introspection.client_secret: "));
+        v["introspection"]["client_secret"] = json!("s");
+        let c = parse(&v).unwrap();
+        let i = c.introspection.unwrap();
+        assert_eq!(i.client_id, "details");
+        assert_eq!(i.cache_seconds, 30);
+        assert_eq!(
+            i.endpoint.path,
+            "/realms/dev/protocol/openid-connect/token/introspect"
+        );
+        v["introspection"]["cache_seconds"] = json!(7200);
+        assert!(error_of(&v).starts_with("introspection.cache_seconds: "));
+        let mut l = login_base();
+        l["introspection"] = json!({"enabled": true, "client_secret": "s"});
+        assert!(error_of(&l).starts_with("introspection.enabled: "));
     }
 
     #[test]

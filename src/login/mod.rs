@@ -5,7 +5,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use url::form_urlencoded;
 
-use crate::config::{ClientAuth, Config, LoginConfig, TokenRules, Upstream401};
+use crate::config::{Config, LoginConfig, TokenRules, Upstream401};
 use crate::jwks::KeySet;
 use crate::metrics::Event;
 use crate::replay;
@@ -136,18 +136,7 @@ fn accepts_html(accept: &str) -> bool {
     })
 }
 
-/// A call to the token endpoint, ready to dispatch through `cluster`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TokenCall {
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl std::fmt::Debug for TokenCall {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenCall([redacted])")
-    }
-}
+pub use crate::calls::TokenCall;
 
 /// The request goes on to the service.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -263,47 +252,17 @@ impl Env<'_> {
     }
 
     /// A call to one of the provider's endpoints, authenticated as the client.
-    fn client_call<'s>(
-        &'s self,
+    fn client_call(
+        &self,
         endpoint: &crate::config::Endpoint,
-        mut form: Vec<(&'s str, &'s str)>,
+        form: Vec<(&str, &str)>,
     ) -> TokenCall {
-        let mut headers = vec![
-            (":method".to_string(), "POST".to_string()),
-            (":path".to_string(), endpoint.path.clone()),
-            (":authority".to_string(), endpoint.authority.clone()),
-            (":scheme".to_string(), endpoint.url.scheme().to_string()),
-            (
-                "content-type".to_string(),
-                "application/x-www-form-urlencoded".to_string(),
-            ),
-            ("accept".to_string(), "application/json".to_string()),
-            ("user-agent".to_string(), "mesh-oidc".to_string()),
-        ];
-        let secret = self.login.client_secret.expose();
-        match self.login.client_auth {
-            ClientAuth::Basic => {
-                // RFC 6749 §2.3.1: both parts form-encoded before base64.
-                let enc =
-                    |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                let pair = format!("{}:{}", enc(self.client_id()), enc(secret));
-                headers.push((
-                    "authorization".to_string(),
-                    format!(
-                        "Basic {}",
-                        base64::engine::general_purpose::STANDARD.encode(pair)
-                    ),
-                ));
-            }
-            ClientAuth::Post => {
-                form.push(("client_id", self.client_id()));
-                form.push(("client_secret", secret));
-            }
-        }
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        TokenCall { headers, body }
+        let client = crate::calls::Client {
+            id: self.client_id(),
+            secret: self.login.client_secret.expose(),
+            auth: self.login.client_auth,
+        };
+        crate::calls::client_call(endpoint, &client, form)
     }
 
     fn credential<'r>(&self, req: &'r Request) -> Credential<'r> {
