@@ -70,8 +70,8 @@ pub fn tick(h: &dyn Host, vm: &VmRef, root: u32) -> u64 {
     }
 }
 
-/// A request's headers, in context `ctx`.
-pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
+/// A request's headers, in context `ctx`; `end_of_stream`: the request has no body.
+pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) -> Outcome {
     let (config, names) = {
         let v = vm.borrow();
         (v.config.clone(), v.names.clone())
@@ -138,8 +138,64 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
             ..State::default()
         },
     };
+    // L8: a back-channel logout is decided on its body.
+    let awaits_body = !end_of_stream
+        && config.login().is_some_and(|l| {
+            l.backchannel_logout_path.as_deref() == Some(crate::web::path_only(&path_of(&state)))
+        })
+        && state.login.as_ref().is_some_and(|r| r.method == "POST");
     let state = std::rc::Rc::new(std::cell::RefCell::new(state));
     vm.borrow_mut().requests.insert(ctx, state.clone());
+    if awaits_body {
+        return Outcome::Pause;
+    }
+    flow::run(h, vm, &state, ctx, true, false)
+}
+
+fn path_of(state: &State) -> String {
+    state
+        .login
+        .as_ref()
+        .map(|r| r.path.clone())
+        .unwrap_or_default()
+}
+
+/// A request's body, in context `ctx`: only a back-channel logout waits for it (L8); it is read
+/// whole (bounded), then decided.
+pub fn request_body(
+    h: &dyn Host,
+    vm: &VmRef,
+    ctx: u32,
+    body_size: usize,
+    end_of_stream: bool,
+) -> Outcome {
+    let state = vm.borrow().requests.get(&ctx).cloned();
+    let Some(state) = state else {
+        return Outcome::Continue;
+    };
+    let waiting = state
+        .borrow()
+        .login
+        .as_ref()
+        .is_some_and(|r| r.body.is_none() && r.method == "POST");
+    let is_backchannel = {
+        let v = vm.borrow();
+        v.config
+            .login()
+            .and_then(|l| l.backchannel_logout_path.clone())
+            .is_some_and(|p| p == crate::web::path_only(&path_of(&state.borrow())))
+    };
+    if !waiting || !is_backchannel {
+        return Outcome::Continue;
+    }
+    let too_large = body_size > crate::login::backchannel::MAX_BODY;
+    if !end_of_stream && !too_large {
+        return Outcome::Pause; // Envoy buffers until the whole body is there
+    }
+    let body = h.request_body(body_size.min(crate::login::backchannel::MAX_BODY + 1));
+    if let Some(req) = state.borrow_mut().login.as_mut() {
+        req.body = Some(body);
+    }
     flow::run(h, vm, &state, ctx, true, false)
 }
 
@@ -170,7 +226,8 @@ pub fn response_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
     }
     let now_ms = h.now_ms();
     let snap = Snapshot::take(vm, now_ms);
-    let Some(env) = snap.env(now_ms) else {
+    let ended = flow::SharedEndings::new(h, now_ms);
+    let Some(env) = snap.env(now_ms, &ended) else {
         return Outcome::Continue;
     };
     // L7: the service refused the token on a page request, or (L7+) a service the page called.

@@ -952,3 +952,74 @@ fn introspection_errors_and_timeouts_refuse_and_are_not_cached() {
     }
     assert!(p.host.logged("the token is refused"));
 }
+
+fn logout_token(sid: Option<&str>, jti: &str) -> String {
+    let mut custom = serde_json::Map::new();
+    custom.insert(
+        "events".into(),
+        json!({ crate::token::BACKCHANNEL_LOGOUT_EVENT: {} }),
+    );
+    if let Some(sid) = sid {
+        custom.insert("sid".into(), json!(sid));
+    }
+    let mut c = claims(custom).with_jwt_id(jti);
+    c.audiences = Some(Audiences::AsString("productpage".into()));
+    sign_rsa(c)
+}
+
+fn post_logout_token(p: &Proxy, ctx: u32, token: &str) -> Option<u32> {
+    let headers = [
+        (":method", "POST"),
+        (":path", "/backchannel-logout"),
+        (":authority", "bookinfo.example.com"),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    assert_eq!(
+        p.request(ctx, &headers),
+        Outcome::Pause,
+        "waits for the body"
+    );
+    p.body(ctx, format!("logout_token={token}").as_bytes());
+    p.status(ctx)
+}
+
+#[test]
+fn a_back_channel_logout_ends_the_session_at_its_next_request() {
+    let w = world();
+    let mut config = login_config();
+    config["backchannel_logout_path"] = json!("/backchannel-logout");
+    let a = ready(&w, &config, 100);
+    // The session's ID token carries sid "session-1" (keycloak_claims has none: add it).
+    let cookies = log_in(&a, 2, "r");
+    assert_eq!(send(&a, 5, &page("/p", &cookies)), Outcome::Continue);
+    // The provider says: every session of alice-id ends (no sid: by sub).
+    w.advance(2_000);
+    assert_eq!(
+        post_logout_token(&a, 10, &logout_token(None, "jti-1")),
+        Some(200)
+    );
+    let reply = a.req(10).reply().cloned().unwrap();
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    // Another worker of the same Envoy: the next page of that session logs in again.
+    let b = ready(&w, &config, 200);
+    send(&b, 11, &page("/p", &cookies));
+    let r = b.req(11).reply().cloned().unwrap();
+    assert_eq!(r.status, 302);
+    assert!(r
+        .header("location")
+        .unwrap()
+        .contains("/openid-connect/auth?"));
+    assert!(r
+        .headers
+        .iter()
+        .any(|(n, v)| n == "set-cookie" && v.starts_with("access_token_session=;")));
+    assert_eq!(b.host.counter("mesh_oidc.sessions_ended"), 1);
+    // The same logout token again: 400. Garbage: 400. A GET: 400.
+    assert_eq!(
+        post_logout_token(&a, 12, &logout_token(None, "jti-1")),
+        Some(400)
+    );
+    assert_eq!(post_logout_token(&a, 13, "a.b.c"), Some(400));
+    send(&a, 14, &page("/backchannel-logout", ""));
+    assert_eq!(a.status(14), Some(400));
+}

@@ -52,6 +52,7 @@ pub struct FakeRequest {
     pub resumed: u32,
     pub tls: bool,
     pub outbound: bool,
+    pub body: Vec<u8>,
 }
 
 impl FakeRequest {
@@ -182,6 +183,16 @@ impl Host for FakeHost {
 
     fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
         self.with_current(|r| r.headers.clone()).unwrap_or_default()
+    }
+
+    fn request_body(&self, size: usize) -> Vec<u8> {
+        self.with_current(|r| {
+            r.body
+                .get(..size.min(r.body.len()))
+                .unwrap_or_default()
+                .to_vec()
+        })
+        .unwrap_or_default()
     }
 
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
@@ -354,7 +365,19 @@ impl Proxy {
             ..FakeRequest::default()
         };
         self.host.requests.borrow_mut().insert(ctx, req);
-        self.run_in(ctx, || engine::request_headers(&self.host, &self.vm, ctx))
+        self.run_in(ctx, || {
+            engine::request_headers(&self.host, &self.vm, ctx, false)
+        })
+    }
+
+    /// The request's body arrives, whole.
+    pub fn body(&self, ctx: u32, body: &[u8]) -> Outcome {
+        if let Some(r) = self.host.requests.borrow_mut().get_mut(&ctx) {
+            r.body = body.to_vec();
+        }
+        self.run_in(ctx, || {
+            engine::request_body(&self.host, &self.vm, ctx, body.len(), true)
+        })
     }
 
     /// The service answers request `ctx` with `status`.

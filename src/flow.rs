@@ -8,8 +8,9 @@ use std::rc::Rc;
 
 use crate::flight::{self, Plan};
 use crate::host::{Host, HostRandom, Level};
-use crate::login::{self, Action, Env, Exchanged, Forward, Refreshed, TokenCall};
+use crate::login::{self, Action, Ending, Endings, Env, Exchanged, Forward, Refreshed, TokenCall};
 use crate::pending::{HeldRefresh, KeysNow, PendingExchange, WaitFor};
+use crate::replay::Claim;
 use crate::session::{Session, Transaction};
 use crate::validate::{self, Decision, Presented};
 use crate::vm::{self, VmRef, Waiter};
@@ -126,18 +127,95 @@ impl Snapshot {
     }
 
     /// The login-mode environment; `None` in validate mode.
-    pub fn env(&self, now_ms: u64) -> Option<Env<'_>> {
+    /// The login-mode environment; `None` in validate mode. `endings`: the sessions ended by
+    /// back-channel logouts, asked only when `backchannel_logout_path` is set.
+    pub fn env<'a>(&'a self, now_ms: u64, endings: &'a SharedEndings<'a>) -> Option<Env<'a>> {
         let (sealer, names) = self.login.as_ref()?;
+        let login = self.config.login()?;
         Some(Env {
             config: &self.config,
-            login: self.config.login()?,
+            login,
             sealer,
             names,
             keys: self.keys(),
             cache: self.cache(),
+            endings: login
+                .backchannel_logout_path
+                .is_some()
+                .then_some(endings as &dyn Endings),
             now: now_ms / 1000,
         })
     }
+}
+
+/// Sessions ended by back-channel logouts (L8), kept in shared data: each `sid`, and each `sub`
+/// with the time it was ended, for as long as the longest session could last.
+pub struct SharedEndings<'a> {
+    h: &'a dyn Host,
+    now: u64,
+}
+
+/// How long an ended `sid` or `sub` is remembered: the longest session (the session cookie's
+/// default lifetime when the provider does not say).
+pub const ENDINGS_TTL: u64 = 12 * 3600;
+const ENDED_SIDS: &str = "mesh-oidc/ended-sid";
+const ENDED_SUBS: &str = "mesh-oidc/ended-sub";
+
+impl<'a> SharedEndings<'a> {
+    pub fn new(h: &'a dyn Host, now_ms: u64) -> SharedEndings<'a> {
+        SharedEndings {
+            h,
+            now: now_ms / 1000,
+        }
+    }
+
+    fn until_of(&self, set: &str, value: &str) -> Option<u64> {
+        let claim = Claim::in_set(set, value, 0);
+        let (slot, _) = self.h.get_shared(&claim.key);
+        claim.until_in(&slot?, self.now)
+    }
+
+    /// Records an ending (its `jti` first: false when the token was used before).
+    fn record(&self, ending: &Ending) -> bool {
+        let jti = Claim::in_set("mesh-oidc/logout-jti", &ending.jti, ending.jti_until);
+        if !record_claim(self.h, &jti, self.now) {
+            return false;
+        }
+        let until = self.now.saturating_add(ENDINGS_TTL);
+        for (set, value) in [(ENDED_SIDS, &ending.sid), (ENDED_SUBS, &ending.sub)] {
+            if let Some(value) = value {
+                // A later ending of the same sub moves its time on: record it again.
+                let claim = Claim::in_set(set, value, until);
+                record_claim(self.h, &claim.refreshed(), self.now);
+            }
+        }
+        true
+    }
+}
+
+impl Endings for SharedEndings<'_> {
+    fn ended(&self, sid: Option<&str>, sub: Option<&str>, issued_at: u64) -> bool {
+        if sid.is_some_and(|s| self.until_of(ENDED_SIDS, s).is_some()) {
+            return true;
+        }
+        sub.and_then(|s| self.until_of(ENDED_SUBS, s))
+            .is_some_and(|until| issued_at <= until.saturating_sub(ENDINGS_TTL))
+    }
+}
+
+/// Records a value in its bounded shared-data set; false when it was there (and fresh) already,
+/// or when the slot could not be written after a few tries.
+fn record_claim(h: &dyn Host, claim: &Claim, now: u64) -> bool {
+    for _ in 0..4 {
+        let (value, cas) = h.get_shared(&claim.key);
+        let Some(updated) = claim.record(value.as_deref().unwrap_or_default(), now) else {
+            return false;
+        };
+        if h.set_shared(&claim.key, &updated, cas) {
+            return true;
+        }
+    }
+    false
 }
 
 fn log_reply(h: &dyn Host, state: &StateRef, reply: &Reply) {
@@ -174,10 +252,11 @@ pub fn run(
 ) -> Outcome {
     let now_ms = h.now_ms();
     let snap = Snapshot::take(vm, now_ms);
+    let ended = SharedEndings::new(h, now_ms);
     let refetch_allowed = refetch_ok && snap.refetch_allowed;
     // Cloned out first: the borrow must end before carrying the decision out writes to `state`.
     let login_req = state.borrow().login.clone();
-    let outcome = if let (Some(req), Some(env)) = (login_req, snap.env(now_ms)) {
+    let outcome = if let (Some(req), Some(env)) = (login_req, snap.env(now_ms, &ended)) {
         let action = login::decide(&env, &req, &mut HostRandom(h), refetch_allowed);
         carry_out(h, vm, state, context_id, action, &env, &req)
     } else {
@@ -317,6 +396,23 @@ fn carry_out(
         Action::Reply(reply) => reply_with(h, vm, state, &reply),
         Action::WaitForKeys => wait(h, vm, state, context_id, WaitFor::Keys { refetch: false }),
         Action::RefetchKeys => wait(h, vm, state, context_id, WaitFor::Keys { refetch: true }),
+        Action::EndSessions { ending } => {
+            let endings = SharedEndings::new(h, h.now_ms());
+            let reply = if endings.record(&ending) {
+                h.log(
+                    Level::Info,
+                    &format!(
+                        "mesh-oidc[{}]: back-channel logout: sessions of that {} end",
+                        req.request_id,
+                        if ending.sid.is_some() { "sid" } else { "sub" }
+                    ),
+                );
+                login::ended_reply()
+            } else {
+                login::replayed_reply()
+            };
+            reply_with(h, vm, state, &reply)
+        }
         Action::Revoke { call, then } => {
             dispatch(h, vm, state, context_id, &call, Purpose::Revoke { then })
         }
@@ -378,17 +474,8 @@ fn carry_out(
 
 /// Records a callback's state in shared data (L2+); false when it was used before, or when the
 /// slot could not be written after a few tries (fail closed: the user starts again).
-fn record_state(h: &dyn Host, claim: &crate::replay::Claim, now: u64) -> bool {
-    for _ in 0..4 {
-        let (value, cas) = h.get_shared(&claim.key);
-        let Some(updated) = claim.record(value.as_deref().unwrap_or_default(), now) else {
-            return false;
-        };
-        if h.set_shared(&claim.key, &updated, cas) {
-            return true;
-        }
-    }
-    false
+fn record_state(h: &dyn Host, claim: &Claim, now: u64) -> bool {
+    record_claim(h, claim, now)
 }
 
 fn dispatch(
@@ -517,8 +604,9 @@ fn call_answered(
     // The key set may have arrived from another VM since the last tick.
     vm::sync(h, vm);
     let snap = Snapshot::take(vm, now_ms);
+    let ended = SharedEndings::new(h, now_ms);
     let req = call.state.borrow().login.clone();
-    let outcome = match (req, snap.env(now_ms), call.purpose) {
+    let outcome = match (req, snap.env(now_ms, &ended), call.purpose) {
         (_, _, Purpose::Revoke { then }) => reply_with(h, vm, &call.state, &then),
         (_, _, Purpose::Introspect { lookup, local }) => introspected(
             h,
@@ -761,16 +849,17 @@ pub fn settle(h: &dyn Host, vm: &VmRef, now_ms: u64, current: u32) {
 /// A waiter whose wait is over, in its own context: decided again, or answered as expired.
 fn resume_waiter(h: &dyn Host, vm: &VmRef, w: Waiter, ready: bool, now_ms: u64) {
     let req = w.state.borrow().login.clone();
+    let ended = SharedEndings::new(h, now_ms);
     match w.what {
         WaitFor::Exchange { exchange, .. } if ready => {
             let snap = Snapshot::take(vm, now_ms);
-            if let (Some(req), Some(env)) = (req, snap.env(now_ms)) {
+            if let (Some(req), Some(env)) = (req, snap.env(now_ms, &ended)) {
                 finish_exchange(h, vm, &w.state, w.context_id, &env, &req, *exchange, false);
             }
         }
         WaitFor::Refreshed { refresh, .. } if ready => {
             let snap = Snapshot::take(vm, now_ms);
-            if let (Some(req), Some(env)) = (req, snap.env(now_ms)) {
+            if let (Some(req), Some(env)) = (req, snap.env(now_ms, &ended)) {
                 let outcome =
                     refresh_answered(h, vm, &w.state, w.context_id, &env, &req, *refresh, false);
                 if outcome == Outcome::Continue {

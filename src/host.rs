@@ -25,6 +25,8 @@ pub trait Host {
 
     /// Every header of the current request (names lower-case, values as bytes).
     fn request_headers(&self) -> Vec<(String, Vec<u8>)>;
+    /// The first `size` bytes of the current request's body (buffered so far).
+    fn request_body(&self, size: usize) -> Vec<u8>;
     /// Sets a request header (replacing every value), or removes it with `None`.
     fn set_request_header(&self, name: &str, value: Option<&[u8]>);
     /// Whether the current request's downstream connection is TLS.

@@ -81,6 +81,7 @@ impl Headers {
             cookies,
             authorizations: self.all("authorization").map(<[u8]>::to_vec).collect(),
             request_id: self.request_id(),
+            body: None,
         }
     }
 

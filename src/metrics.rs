@@ -19,6 +19,10 @@ pub enum Event {
     Upstream401,
     /// A valid token that failed its authorization rule (B7).
     Forbidden,
+    /// A back-channel logout request (L8): `ok` or `refused`.
+    BackchannelLogout(&'static str),
+    /// A session ended by a back-channel logout came back (L8).
+    SessionEnded,
 }
 
 impl Event {
@@ -35,6 +39,8 @@ impl Event {
             Event::Logout => "mesh_oidc.logouts".into(),
             Event::Upstream401 => "mesh_oidc.upstream_401".into(),
             Event::Forbidden => "mesh_oidc.forbidden".into(),
+            Event::BackchannelLogout(how) => format!("mesh_oidc.backchannel_logouts.{how}"),
+            Event::SessionEnded => "mesh_oidc.sessions_ended".into(),
         }
     }
 }

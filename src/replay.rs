@@ -20,6 +20,8 @@ pub struct Claim {
     digest: [u8; DIGEST_LEN],
     /// Unix seconds after which the entry may be forgotten.
     until: u64,
+    /// Recording replaces an entry of the same value instead of refusing.
+    replace: bool,
 }
 
 impl std::fmt::Debug for Claim {
@@ -46,6 +48,25 @@ impl Claim {
             key: format!("{prefix}/{index}"),
             digest,
             until,
+            replace: false,
+        }
+    }
+
+    /// When this value's entry in the slot runs out, if it is there and fresh at `now`.
+    pub fn until_in(&self, slot: &[u8], now: u64) -> Option<u64> {
+        slot.chunks_exact(ENTRY_LEN).find_map(|entry| {
+            let (d, until) = entry.split_first_chunk::<DIGEST_LEN>()?;
+            let until = u64::from_be_bytes(*until.first_chunk::<8>()?);
+            (*d == self.digest && until > now).then_some(until)
+        })
+    }
+
+    /// This claim as a replacement for an earlier entry of the same value: recording it always
+    /// succeeds and moves the entry's end to this claim's (see [`Claim::record`]).
+    pub fn refreshed(&self) -> Claim {
+        Claim {
+            replace: true,
+            ..self.clone()
         }
     }
 
@@ -75,7 +96,9 @@ impl Claim {
             })
             .filter(|(_, until)| *until > now)
             .collect();
-        if live.iter().any(|(d, _)| *d == self.digest) {
+        if self.replace {
+            live.retain(|(d, _)| *d != self.digest);
+        } else if live.iter().any(|(d, _)| *d == self.digest) {
             return None;
         }
         live.push((self.digest, self.until));

@@ -33,6 +33,7 @@ pub enum TokenError {
     NotAnAccessToken,
     /// Verified, but not an ID token where one is expected (the code exchange).
     NotAnIdToken,
+    NotALogoutToken,
     /// The provider says the token is no longer active (introspection, V3).
     Revoked,
 }
@@ -56,6 +57,7 @@ impl TokenError {
             TokenError::WrongNonce => "wrong nonce",
             TokenError::NotAnAccessToken => "not an access token",
             TokenError::NotAnIdToken => "not an ID token",
+            TokenError::NotALogoutToken => "not a logout token",
             TokenError::Revoked => "token is not active",
         }
     }
@@ -72,7 +74,9 @@ impl TokenError {
             TokenError::WrongIssuer => "issuer",
             TokenError::WrongAudience | TokenError::WrongAuthorizedParty => "audience",
             TokenError::WrongNonce => "nonce",
-            TokenError::NotAnAccessToken | TokenError::NotAnIdToken => "token_type",
+            TokenError::NotAnAccessToken
+            | TokenError::NotAnIdToken
+            | TokenError::NotALogoutToken => "token_type",
             TokenError::Revoked => "inactive",
         }
     }
@@ -143,8 +147,16 @@ fn decode_object(segment: &str) -> Option<Map<String, Value>> {
 /// The `sub` of a token this filter verified before and kept sealed (the session's ID token):
 /// read without checking again.
 pub fn unverified_subject(token: &str) -> Option<String> {
-    let payload = decode_object(token.split('.').nth(1)?)?;
-    payload.get("sub")?.as_str().map(str::to_string)
+    unverified_claims(token)?
+        .get("sub")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The claims of a token this filter verified before and kept sealed, read without checking
+/// again.
+pub fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
+    decode_object(token.split('.').nth(1)?)
 }
 
 pub fn read_header(token: &str) -> Result<Header, TokenError> {
@@ -206,6 +218,44 @@ enum Kind {
     Any,
     Access,
     Id,
+    Logout,
+}
+
+/// The back-channel logout event (OpenID Connect Back-Channel Logout 1.0 §2.4).
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// A logout token without `exp` is accepted this long after its `iat`.
+pub const LOGOUT_TOKEN_MAX_AGE: u64 = 300;
+
+/// A logout token (§2.4, §2.6): the header does not name another kind of JWT; `events` holds the
+/// back-channel logout event as an object; `sid` or `sub`; a `jti`; no `nonce`.
+fn is_logout_token(header: &Header, payload: &Map<String, Value>) -> bool {
+    let header_ok = header.typ.as_deref().is_none_or(|typ| {
+        ["JWT", "logout+jwt", "application/logout+jwt"]
+            .iter()
+            .any(|t| typ.eq_ignore_ascii_case(t))
+    });
+    let event = payload
+        .get("events")
+        .and_then(Value::as_object)
+        .and_then(|e| e.get(BACKCHANNEL_LOGOUT_EVENT))
+        .is_some_and(Value::is_object);
+    let names_someone = ["sid", "sub"].iter().any(|c| {
+        payload
+            .get(*c)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    });
+    let jti = payload
+        .get("jti")
+        .and_then(Value::as_str)
+        .is_some_and(|j| !j.is_empty());
+    header_ok
+        && event
+        && names_someone
+        && jti
+        && payload.get("iat").is_some()
+        && !payload.contains_key("nonce")
 }
 
 /// Claims that only ID tokens carry (OpenID Connect Core 3.1.3.6 and 3.3.2.11, FAPI's `s_hash`):
@@ -265,6 +315,18 @@ pub fn verify(
     nonce: Option<&str>,
 ) -> Result<Verified, TokenError> {
     verify_as(token, keys, rules, now, nonce, Kind::Any)
+}
+
+/// A back-channel logout token (L8): signed by the provider, for `rules` (the issuer, the client
+/// as audience), and a logout token by its claims. `exp` is optional; without it the token is
+/// taken [`LOGOUT_TOKEN_MAX_AGE`] after its `iat`.
+pub fn verify_logout_token(
+    token: &str,
+    keys: &KeySet,
+    rules: &TokenRules,
+    now: u64,
+) -> Result<Verified, TokenError> {
+    verify_as(token, keys, rules, now, None, Kind::Logout)
 }
 
 /// [`verify`], and the token must be an ID token (the code exchange, a refresh's new ID token).
@@ -641,12 +703,14 @@ fn finish(
     match kind {
         Kind::Access if !is_access_token(header, &raw) => return Err(TokenError::NotAnAccessToken),
         Kind::Id if !is_id_token(header, &raw) => return Err(TokenError::NotAnIdToken),
+        Kind::Logout if !is_logout_token(header, &raw) => return Err(TokenError::NotALogoutToken),
         _ => {}
     }
-    let expires_at = claims
-        .expires_at
-        .ok_or(TokenError::MissingExpiry)?
-        .as_secs();
+    let expires_at = match (claims.expires_at, &kind, claims.issued_at) {
+        (Some(exp), _, _) => exp.as_secs(),
+        (None, Kind::Logout, Some(iat)) => iat.as_secs().saturating_add(LOGOUT_TOKEN_MAX_AGE),
+        _ => return Err(TokenError::MissingExpiry),
+    };
     if !before_expiry(now, expires_at, rules.clock_skew_seconds) {
         return Err(TokenError::Expired);
     }

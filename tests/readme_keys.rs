@@ -66,6 +66,7 @@ fn every_listed_key_is_accepted_by_the_parser() {
         "public_origins": ["https://bookinfo.example.com"],
         "trust_forwarded_proto": true,
         "upstream_401_services": ["details.bookinfo.svc.cluster.local:9080"],
+        "backchannel_logout_path": "/backchannel-logout",
         "rules": [{"path": "/admin", "methods": ["GET"], "scopes": ["admin"], "realm_roles": ["admin"],
                    "client_roles": {"productpage": ["admin"]}, "acr": ["2"]}]
     });

@@ -116,6 +116,10 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         }
     };
 
+    let backchannel_logout_path = match root.string("backchannel_logout_path")? {
+        None => None,
+        Some(p) => Some(local_path("backchannel_logout_path", p)?),
+    };
     let (callback_path, logout_path, post_logout_redirect) =
         login_paths(root, from_secrets.callback_path.take())?;
 
@@ -184,6 +188,7 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
             scopes,
             callback_path,
             logout_path,
+            backchannel_logout_path,
             post_logout_redirect,
             on_upstream_401,
             upstream_401_services,

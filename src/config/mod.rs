@@ -59,6 +59,7 @@ pub const KEYS: &[&str] = &[
     "trust_forwarded_proto",
     "upstream_401_services",
     "rules",
+    "backchannel_logout_path",
     "introspection.enabled",
     "introspection.cache_seconds",
     "introspection.client_id",
@@ -300,6 +301,8 @@ pub struct LoginConfig {
     pub scopes: Vec<String>,
     pub callback_path: String,
     pub logout_path: String,
+    /// L8: where the provider POSTs logout tokens (OpenID Connect Back-Channel Logout 1.0).
+    pub backchannel_logout_path: Option<String>,
     /// A path (made absolute with the request's origin) or an absolute URL.
     pub post_logout_redirect: String,
     pub on_upstream_401: Upstream401,

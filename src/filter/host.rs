@@ -49,6 +49,13 @@ impl Host for Envoy {
         hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
     }
 
+    fn request_body(&self, size: usize) -> Vec<u8> {
+        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
         let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value);
     }

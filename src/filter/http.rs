@@ -32,8 +32,23 @@ impl Context for Request {
 }
 
 impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        action(engine::request_headers(&Envoy, &self.vm, self.context_id))
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        action(engine::request_headers(
+            &Envoy,
+            &self.vm,
+            self.context_id,
+            end_of_stream,
+        ))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(engine::request_body(
+            &Envoy,
+            &self.vm,
+            self.context_id,
+            body_size,
+            end_of_stream,
+        ))
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {

@@ -14,12 +14,14 @@ use crate::token::{self, TokenError, Verified};
 use crate::validate::claim_headers;
 use crate::web::{self, Reply};
 
+pub mod backchannel;
 mod callback;
 mod pages;
 mod refresh;
 #[cfg(test)]
 pub mod testing;
 
+pub use backchannel::{ended_reply, replayed_reply, Ending, Endings};
 pub use callback::{finish_exchange, keys_missing_page, replayed, Exchanged};
 pub use pages::{error_page, logout, safe_local_path, start_login, upstream_401};
 pub use refresh::{finish_refresh, refresh_slot, Refreshed, REFRESH_SLOTS};
@@ -60,6 +62,8 @@ pub struct Request {
     /// Every `Authorization` header (two different ones are refused, B6).
     pub authorizations: Vec<Vec<u8>>,
     pub request_id: String,
+    /// The body, read only for a back-channel logout (L8).
+    pub body: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -167,6 +171,10 @@ pub enum Action {
     Reply(Reply),
     WaitForKeys,
     RefetchKeys,
+    /// L8: a valid logout token: record `ending` (its `jti` once), then answer 200.
+    EndSessions {
+        ending: Ending,
+    },
     /// L6+: revoke the refresh token (RFC 7009), then send `then` whatever the answer.
     Revoke {
         call: TokenCall,
@@ -196,6 +204,8 @@ pub struct Env<'a> {
     pub keys: Option<&'a KeySet>,
     /// Verified access tokens (the warm path); `None` checks every time.
     pub cache: token::CacheRef<'a>,
+    /// Sessions ended by back-channel logouts (L8), when `backchannel_logout_path` is set.
+    pub endings: Option<&'a dyn Endings>,
     pub now: u64,
 }
 
@@ -344,10 +354,23 @@ pub fn decide(env: &Env, req: &Request, rng: &mut dyn Random, refetch_allowed: b
     if path == env.login.logout_path {
         return logout_and_revoke(env, req, rng);
     }
+    if env.login.backchannel_logout_path.as_deref() == Some(path) {
+        return backchannel::backchannel(env, req, refetch_allowed);
+    }
 
     let mut clears = Vec::new();
     let mut invalid = None;
     let session = env.session(req);
+    // L8: the provider ended this session: logged out here too, at its next request.
+    if session
+        .as_ref()
+        .is_some_and(|s| backchannel::session_ended(env, s))
+    {
+        let clears = env.clear_all(req);
+        return Action::Reply(
+            unauthenticated(env, req, rng, clears, None).counting(Event::SessionEnded),
+        );
+    }
     match env.credential(req) {
         Credential::Conflict => return Action::Reply(conflicting_tokens(env, req, rng)),
         Credential::None => {}

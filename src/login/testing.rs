@@ -62,6 +62,7 @@ impl Fixture {
             names: &self.names,
             keys: Some(&self.keys),
             cache: None,
+            endings: None,
             now,
         }
     }
