@@ -1023,3 +1023,36 @@ fn a_back_channel_logout_ends_the_session_at_its_next_request() {
     send(&a, 14, &page("/backchannel-logout", ""));
     assert_eq!(a.status(14), Some(400));
 }
+
+#[test]
+fn a_refresh_token_spent_by_a_sibling_reuses_its_answer() {
+    let w = world();
+    let p = ready(&w, &login_config(), 100);
+    let session = expired_session_request(&log_in(&p, 2, "refresh-1"));
+    send(&p, 10, &page("/p", &session));
+    let call = p.call_to("/token");
+    p.answer(
+        call.token,
+        200,
+        &token_body(&valid_token(), None, "refresh-2"),
+    );
+    assert_eq!(p.req(10).resumed, 1);
+    // Long after, a request still carrying the spent token (its tab never got the new cookies):
+    // the provider, which rotates refresh tokens, says invalid_grant; the sibling's answer is used.
+    w.advance(flight_ttl());
+    send(&p, 11, &page("/p", &session));
+    let call = p.call_to("/token");
+    p.answer(
+        call.token,
+        400,
+        br#"{"error":"invalid_grant","error_description":"Token is not active"}"#,
+    );
+    assert_eq!(p.req(11).resumed, 1, "{:?}", p.req(11).reply());
+    assert!(p.host.logged("spent by a sibling request"));
+    // Without a sibling's answer, invalid_grant still logs in again.
+    let other = expired_session_request(&log_in(&p, 20, "refresh-9"));
+    send(&p, 30, &page("/p", &other));
+    let call = p.call_to("/token");
+    p.answer(call.token, 400, br#"{"error":"invalid_grant"}"#);
+    assert_eq!(p.status(30), Some(302));
+}

@@ -149,6 +149,29 @@ pub fn release(slot: &str, current: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// A successful answer for this slot's token that the slot still holds, however old (L5+: used
+/// when the provider says the token was spent).
+pub fn previous_success(slot: &str, current: &[u8]) -> Option<(u32, Vec<u8>)> {
+    match decode(current) {
+        Slot::Done {
+            digest: d,
+            status,
+            body,
+            ..
+        } if d == digest(slot) && (200..300).contains(&status) => Some((status, body.to_vec())),
+        _ => None,
+    }
+}
+
+/// Whether a token-endpoint answer says the grant (the refresh token) is no longer valid.
+pub fn is_invalid_grant(status: u32, body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Error {
+        error: String,
+    }
+    status == 400 && serde_json::from_slice::<Error>(body).is_ok_and(|e| e.error == "invalid_grant")
+}
+
 pub fn step(slot: &Slot, mine: &[u8], now_ms: u64) -> Step {
     match slot {
         Slot::Free => Step::Take,

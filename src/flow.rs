@@ -45,10 +45,12 @@ pub enum Purpose {
         tx: Transaction,
         clears: Vec<String>,
     },
-    /// `slot` is set when this call owns the shared slot and must publish its answer.
+    /// `slot` is set when this call owns the shared slot and must publish its answer;
+    /// `fallback`: a sibling's earlier successful answer for the same refresh token (L5+).
     Refresh {
         session: Session,
         slot: Option<String>,
+        fallback: Option<(u32, Vec<u8>)>,
     },
     /// The logout's revocation: `then` is sent whatever the answer.
     Revoke { then: Reply },
@@ -441,6 +443,9 @@ fn carry_out(
                 h.now_ms(),
                 env.config.timeout_ms,
             );
+            // L5+: a sibling's earlier success for this very token, kept in case the provider
+            // says the token was spent (rotation): then that answer is the user's session.
+            let fallback = flight::previous_success(&slot, value.as_deref().unwrap_or_default());
             // Whether this request owns the shared slot (and publishes its answer), or refreshes
             // unshared because the slot is busy with another token.
             let owned = match plan {
@@ -464,6 +469,7 @@ fn carry_out(
                 Plan::Bypass => None,
             };
             let purpose = Purpose::Refresh {
+                fallback,
                 session,
                 slot: owned,
             };
@@ -579,6 +585,21 @@ fn call_answered(
 ) -> Outcome {
     let now_ms = h.now_ms();
     let rid = call.state.borrow().request_id.clone();
+    let (status, body) = match &call.purpose {
+        // L5+: the provider says the refresh token was spent — by a sibling that refreshed it a
+        // moment ago (rotation): its answer is this session's.
+        Purpose::Refresh {
+            fallback: Some((s, b)),
+            ..
+        } if flight::is_invalid_grant(status, &body) => {
+            h.log(
+                Level::Info,
+                &format!("mesh-oidc[{rid}]: the refresh token was spent by a sibling request: its answer is used"),
+            );
+            (*s, b.clone())
+        }
+        _ => (status, body),
+    };
     let mut published = false;
     if let Purpose::Refresh {
         slot: Some(slot), ..
