@@ -821,10 +821,10 @@ fn a_refresh_after_a_key_rotation_fetches_the_keys_and_goes_on() {
     w.advance(flight_ttl());
     send(&p, 20, &page("/p", &session));
     let call = p.call_to("/token");
-    p.answer(call.token, 400, br#"{"error":"invalid_grant"}"#);
+    p.answer(call.token, 401, br#"{"error":"invalid_client"}"#);
     assert!(p
         .host
-        .logged("refresh refused: the token endpoint answered 400 invalid_grant"));
+        .logged("refresh refused: the token endpoint answered 401 invalid_client"));
 }
 
 fn flight_ttl() -> u64 {
