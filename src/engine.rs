@@ -38,6 +38,9 @@ pub fn configure(h: &dyn Host, bytes: &[u8]) -> Option<VmRef> {
             return None;
         }
     };
+    for warning in &config.warnings {
+        h.log(Level::Warn, &format!("mesh-oidc: configuration: {warning}"));
+    }
     h.log(
         Level::Info,
         &format!(

@@ -1056,3 +1056,44 @@ fn a_refresh_token_spent_by_a_sibling_reuses_its_answer() {
     p.answer(call.token, 400, br#"{"error":"invalid_grant"}"#);
     assert_eq!(p.status(30), Some(302));
 }
+
+#[test]
+fn the_log_explains_a_wrong_issuer_and_an_unknown_cluster_once() {
+    let w = world();
+    let p = ready(&w, &validate_config(), 100);
+    let mut c = claims(keycloak_claims());
+    c.issuer = Some("https://sso.example.com/realms/prod".into());
+    send(&p, 2, &api("/a", &bearer(&sign_rsa(c))));
+    assert_eq!(p.status(2), Some(401));
+    assert!(p.host.logged(&format!(
+        "expected iss \"{ISSUER}\", audiences [], authorized parties [\"productpage\"]; the token has iss \"https://sso.example.com/realms/prod\""
+    )));
+    // A cluster Envoy does not know: one line, a counter, back-off.
+    let q = Proxy::new(
+        &w,
+        &json!({
+            "mode": "validate",
+            "oidc": {"issuer": ISSUER, "jwks_uri": "http://keycloak:8080/certs"},
+            "cluster": "no-such-cluster",
+            "authorized_parties": ["productpage"]
+        }),
+        500,
+    );
+    for _ in 0..40 {
+        q.tick();
+        w.advance(500);
+    }
+    let lines = q
+        .host
+        .logs
+        .borrow()
+        .iter()
+        .filter(|(_, l)| l.contains("no-such-cluster is not known to Envoy"))
+        .count();
+    assert_eq!(lines, 1);
+    let failed = q.host.counter("mesh_oidc.jwks_fetches_failed");
+    assert!(
+        (2..=10).contains(&failed),
+        "{failed} attempts in 20 s: backed off"
+    );
+}

@@ -220,21 +220,65 @@ fn record_claim(h: &dyn Host, claim: &Claim, now: u64) -> bool {
     false
 }
 
-fn log_reply(h: &dyn Host, state: &StateRef, reply: &Reply) {
+fn log_reply(h: &dyn Host, vm: &VmRef, state: &StateRef, reply: &Reply) {
     let rid = state.borrow().request_id.clone();
     let what = reply
         .header("www-authenticate")
         .or_else(|| reply.header("location").map(|_| "redirect"))
         .unwrap_or("local reply");
+    // An issuer or audience mismatch: what was expected and what the token says (never the
+    // token itself), so that one line explains a misconfiguration.
+    let mismatch = reply.events.iter().any(|e| {
+        matches!(
+            e,
+            crate::metrics::Event::TokenRejected("issuer" | "audience")
+        )
+    });
+    let detail = if mismatch {
+        let token = presented_token(state);
+        let config = vm.borrow().config.clone();
+        token
+            .as_deref()
+            .and_then(|t| crate::token::mismatch_detail(t, &config.rules))
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
     // The location may carry state and nonce: only say that it redirects.
     h.log(
         Level::Info,
-        &format!("mesh-oidc[{rid}]: {} ({what})", reply.status),
+        &format!("mesh-oidc[{rid}]: {} ({what}){detail}", reply.status),
     );
+}
+
+/// The token a request presented, for a log line's details (validate mode's, or login mode's
+/// bearer or cookie).
+fn presented_token(state: &StateRef) -> Option<String> {
+    let st = state.borrow();
+    if let Some(t) = &st.token {
+        return Some(String::from_utf8_lossy(t).into_owned());
+    }
+    let req = st.login.as_ref()?;
+    let auths: Vec<&[u8]> = req.authorizations.iter().map(Vec::as_slice).collect();
+    let names = crate::session::Names::new("access_token");
+    match crate::session::credential(&auths, &req.cookies, &names) {
+        crate::session::Credential::One { token, .. } => {
+            Some(String::from_utf8_lossy(&token).into_owned())
+        }
+        _ => None,
+    }
 }
 
 fn apply_forward(h: &dyn Host, vm: &VmRef, state: &StateRef, forward: Forward) {
     vm::count(h, vm, &forward.events);
+    if forward.events.contains(&crate::metrics::Event::RefreshOk) {
+        let rid = state.borrow().request_id.clone();
+        h.log(
+            Level::Debug,
+            &format!("mesh-oidc[{rid}]: session refreshed"),
+        );
+    }
     for (name, value) in &forward.set_headers {
         h.set_request_header(name, Some(value.as_bytes()));
     }
@@ -353,7 +397,7 @@ fn introspection_refused() -> Reply {
 
 pub fn reply_with(h: &dyn Host, vm: &VmRef, state: &StateRef, reply: &Reply) -> Outcome {
     vm::count(h, vm, &reply.events);
-    log_reply(h, state, reply);
+    log_reply(h, vm, state, reply);
     h.send_reply(reply);
     Outcome::Pause
 }
@@ -617,9 +661,12 @@ fn call_answered(
             Purpose::Revoke { .. } => "revocation at logout (the logout goes on)",
             Purpose::Introspect { .. } => "introspection (the token is refused)",
         };
+        // The provider's error code, as the user's page shows it (never its description).
+        let code = crate::login::provider_error_code(&body);
         h.log(
             Level::Info,
-            &format!("mesh-oidc[{rid}]: {what}: the token endpoint answered HTTP {status}"),
+            format!("mesh-oidc[{rid}]: {what}: the token endpoint answered HTTP {status} {code}")
+                .trim_end(),
         );
     }
     // The key set may have arrived from another VM since the last tick.

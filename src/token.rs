@@ -153,6 +153,37 @@ pub fn unverified_subject(token: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// For a log line about an issuer or audience mismatch: what the rules expect and what the
+/// (refused, unverified) token says — claim values only, never the token.
+pub fn mismatch_detail(token: &str, rules: &TokenRules) -> Option<String> {
+    let claims = unverified_claims(token)?;
+    let show = |name: &str| -> String {
+        match claims.get(name) {
+            None => "none".into(),
+            Some(v) => {
+                let text = v.to_string();
+                let text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+                text
+            }
+        }
+    };
+    Some(format!(
+        "expected iss {:?}, audiences {:?}, authorized parties {:?}{}; the token has iss {}, aud {}, azp {}, client_id {}",
+        rules.issuer,
+        rules.audiences,
+        rules.authorized_parties,
+        rules
+            .client_id_as_audience
+            .as_ref()
+            .map(|c| format!(", client {c:?} as aud or azp"))
+            .unwrap_or_default(),
+        show("iss"),
+        show("aud"),
+        show("azp"),
+        show("client_id"),
+    ))
+}
+
 /// The claims of a token this filter verified before and kept sealed, read without checking
 /// again.
 pub fn unverified_claims(token: &str) -> Option<Map<String, Value>> {

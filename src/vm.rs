@@ -221,13 +221,22 @@ pub fn maybe_fetch(h: &dyn Host, vm: &VmRef, now_ms: u64) {
             }
         }
         None => {
-            h.log(
-                Level::Warn,
-                &format!(
-                    "mesh-oidc: could not fetch the key set: cluster {} is not known to Envoy",
-                    config.cluster
-                ),
-            );
+            // Backs off like a failed fetch, counts, and says so once (then every 30th time).
+            let failures = {
+                let mut v = vm.borrow_mut();
+                v.store.failures = v.store.failures.saturating_add(1);
+                v.store.failures
+            };
+            count(h, vm, &[Event::KeysFetchFailed]);
+            if failures == 1 || failures % 30 == 0 {
+                h.log(
+                    Level::Warn,
+                    &format!(
+                        "mesh-oidc: could not fetch the key set: cluster {} is not known to Envoy (attempt {failures}; retrying with back-off): define it, or set `cluster` to the name Envoy has for the provider's internal host",
+                        config.cluster
+                    ),
+                );
+            }
             let _ = h.set_shared(&lease_key, &keystore::encode_lease(0), None);
         }
     }

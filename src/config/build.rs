@@ -46,6 +46,18 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
             "is required (or set keycloak.public_url, keycloak.internal_url and keycloak.realm)",
         )
     })?;
+    let mut warnings = Vec::new();
+    if issuer.ends_with('/') {
+        warnings.push(format!(
+            "oidc.issuer {issuer:?} ends with /: tokens must carry exactly this iss (Keycloak's has no trailing /)"
+        ));
+    }
+    if !from_secrets.ignored.is_empty() {
+        warnings.push(format!(
+            "client_secrets: ignoring the fields mesh-oidc does not use: {}",
+            from_secrets.ignored.join(", ")
+        ));
+    }
     let jwks = endpoints.remove("jwks_uri").ok_or_else(|| {
         ConfigError::new(
             "oidc.jwks_uri",
@@ -85,6 +97,14 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         .nonempty_string("client_secret")?
         .map(Secret::new)
         .or(from_secrets.client_secret);
+    if client_secret
+        .as_ref()
+        .is_some_and(|s| super::secrets::is_placeholder(s.expose()))
+    {
+        warnings.push(
+            "client_secret looks like a placeholder: the provider will refuse the code exchange (invalid_client) unless it holds the same placeholder".into(),
+        );
+    }
     let client_auth = match root.string("client_auth_method")?.as_deref() {
         None | Some("client_secret_basic") => ClientAuth::Basic,
         Some("client_secret_post") => ClientAuth::Post,
@@ -229,6 +249,7 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         trust_forwarded_proto,
         access_rules,
         introspection,
+        warnings,
     })
 }
 
@@ -354,6 +375,14 @@ fn access_rules(root: &mut Obj) -> Result<Vec<Rule>, ConfigError> {
 
 /// `keycloak.*`: the endpoints derived from the two URLs and the realm (public for what the
 /// browser follows, internal for what the pod calls); returns the internal URL.
+/// A host name only the cluster resolves.
+fn is_cluster_local(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    host.ends_with(".svc")
+        || host.ends_with(".svc.cluster.local")
+        || host.ends_with(".cluster.local")
+}
+
 fn keycloak(mut kc: Obj, derived: &mut BTreeMap<&'static str, String>) -> Result<Url, ConfigError> {
     let public = kc
         .url("public_url")?
@@ -371,6 +400,24 @@ fn keycloak(mut kc: Obj, derived: &mut BTreeMap<&'static str, String>) -> Result
         ));
     }
     kc.finish()?;
+    // The mistakes of the seed's own history: the two URLs swapped, the issuer pasted whole.
+    for (key, url) in [
+        ("keycloak.public_url", &public),
+        ("keycloak.internal_url", &internal),
+    ] {
+        if url.path().contains("/realms/") {
+            return Err(ConfigError::new(
+                key,
+                "must be Keycloak's base URL (e.g. https://sso.example.com), without /realms/…: the realm goes in keycloak.realm",
+            ));
+        }
+    }
+    if public.host_str().is_some_and(is_cluster_local) {
+        return Err(ConfigError::new(
+            "keycloak.public_url",
+            "names a Kubernetes Service, which browsers cannot reach: public_url is what the browser uses (and what Keycloak puts in iss), internal_url what the sidecar calls — are they swapped?",
+        ));
+    }
     let public_base = format!(
         "{}/realms/{realm}",
         base_url("keycloak.public_url", public)?

@@ -342,6 +342,8 @@ pub struct Config {
     pub access_rules: Vec<crate::rules::Rule>,
     /// Validate mode: introspection (V3), when enabled.
     pub introspection: Option<Introspection>,
+    /// What is accepted but looks wrong: logged once when the configuration is applied.
+    pub warnings: Vec<String>,
 }
 
 /// `introspection.*` (V3), enabled: where to ask, as whom, and how long an answer holds.
@@ -376,11 +378,33 @@ impl Config {
 
     /// Parses and validates the plugin configuration (JSON bytes).
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| ConfigError::new("", format!("configuration is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            let text = String::from_utf8_lossy(bytes);
+            let looks_yaml = !text.trim_start().starts_with('{') && text.contains(':');
+            let hint = if looks_yaml {
+                " (this looks like YAML: the plugin configuration is JSON; in a WasmPlugin, \
+                 pluginConfig is written in YAML and Istio turns it into JSON — in Envoy's \
+                 configuration, give the JSON text as the StringValue)"
+            } else {
+                ""
+            };
+            ConfigError::new("", format!("configuration is not valid JSON: {e}{hint}"))
+        })?;
         let Value::Object(root) = value else {
             return Err(ConfigError::new("", "configuration must be a JSON object"));
         };
+        // flask-oidc's client_secrets.json pasted as the whole configuration.
+        if root.contains_key("web") && !root.contains_key("mode") {
+            return Err(ConfigError::new(
+                "web",
+                "this is flask-oidc's client_secrets.json: put it under \"client_secrets\" and add \"mode\": \"login\" and a session_secret",
+            ));
+        }
+        // Unknown keys first: a misspelt key is the mistake, not the key it leaves missing.
+        let known = known_names("");
+        if let Some(name) = root.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(unknown_key("", name));
+        }
         let mut root = Obj::new("", root);
         let config = build(&mut root)?;
         root.finish()?;
@@ -487,9 +511,69 @@ impl Obj {
 
     fn finish(self) -> Result<(), ConfigError> {
         match self.map.keys().next() {
-            Some(name) => Err(ConfigError::new(self.key(name), "unknown key")),
+            Some(name) => Err(unknown_key(&self.prefix, name)),
             None => Ok(()),
         }
+    }
+}
+
+/// The keys an object at `prefix` may hold ("" for the top level), from [`KEYS`].
+fn known_names(prefix: &str) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = KEYS
+        .iter()
+        .filter_map(|k| {
+            if prefix.is_empty() {
+                k.split('.').next()
+            } else {
+                k.strip_prefix(prefix)?.strip_prefix('.')
+            }
+        })
+        .collect();
+    names.dedup();
+    names
+}
+
+/// Levenshtein distance, for "did you mean" (short names only).
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row.first().copied().unwrap_or(0);
+        if let Some(first) = row.first_mut() {
+            *first = i + 1;
+        }
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            let above = row.get(j + 1).copied().unwrap_or(usize::MAX);
+            let left = row.get(j).copied().unwrap_or(usize::MAX);
+            let next = (prev + cost)
+                .min(above.saturating_add(1))
+                .min(left.saturating_add(1));
+            prev = above;
+            if let Some(cell) = row.get_mut(j + 1) {
+                *cell = next;
+            }
+        }
+    }
+    row.last().copied().unwrap_or(usize::MAX)
+}
+
+/// "unknown key", with the key it was probably meant to be.
+fn unknown_key(prefix: &str, name: &str) -> ConfigError {
+    let key = if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    };
+    let folded = name.to_ascii_lowercase().replace('-', "_");
+    let guess = known_names(prefix)
+        .into_iter()
+        .map(|k| (distance(&folded, k), k))
+        .filter(|(d, k)| *d <= 2.min(k.len() / 3).max(1) || folded == *k)
+        .min();
+    match guess {
+        Some((_, k)) => ConfigError::new(key, format!("unknown key; did you mean \"{k}\"?")),
+        None => ConfigError::new(key, "unknown key"),
     }
 }
 
@@ -688,6 +772,60 @@ mod tests {
         let mut l = login_base();
         l["introspection"] = json!({"enabled": true, "client_secret": "s"});
         assert!(error_of(&l).starts_with("introspection.enabled: "));
+    }
+
+    #[test]
+    fn operators_mistakes_get_one_line_that_says_the_fix() {
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                json!({"client-secret": "x"}),
+                "client-secret: unknown key; did you mean \"client_secret\"?",
+            ),
+            (
+                json!({"sesion_secret": "x"}),
+                "sesion_secret: unknown key; did you mean \"session_secret\"?",
+            ),
+            (
+                json!({"cookie": {"secur": true}}),
+                "cookie.secur: unknown key; did you mean \"secure\"?",
+            ),
+            (
+                json!({"wholly_unknown_thing": 1}),
+                "wholly_unknown_thing: unknown key",
+            ),
+        ];
+        for (extra, want) in cases {
+            let mut v = login_base();
+            for (k, val) in extra.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            assert_eq!(error_of(&v), want);
+        }
+        // A flask-oidc file pasted whole, YAML pasted as JSON.
+        let flask = json!({"web": {"client_id": "productpage"}});
+        assert!(error_of(&flask).starts_with("web: this is flask-oidc's client_secrets.json"));
+        let yaml = Config::parse(b"mode: login\nkeycloak:\n  realm: dev\n").unwrap_err();
+        assert!(yaml.to_string().contains("this looks like YAML"), "{yaml}");
+        // Keycloak's URLs swapped, or the issuer pasted as the public URL.
+        let mut v = login_base();
+        v["keycloak"]["public_url"] = json!("http://keycloak.keycloak.svc.cluster.local:8080");
+        v["keycloak"]["internal_url"] = json!("https://sso.example.com");
+        assert!(
+            error_of(&v).contains("are they swapped?"),
+            "{}",
+            error_of(&v)
+        );
+        let mut v = login_base();
+        v["keycloak"]["public_url"] = json!("https://sso.example.com/realms/dev");
+        assert!(error_of(&v).starts_with("keycloak.public_url: must be Keycloak's base URL"));
+        // Accepted, with a warning line.
+        let mut v = validate_base();
+        v.as_object_mut().unwrap().remove("keycloak");
+        v["oidc"] = json!({"issuer": "https://tenant.example.com/", "jwks_uri": "https://tenant.example.com/jwks"});
+        assert!(parse(&v).unwrap().warnings[0].contains("ends with /"));
+        let mut v = login_base();
+        v["client_secret"] = json!("CHANGE-ME-productpage-client-secret");
+        assert!(parse(&v).unwrap().warnings[0].contains("placeholder"));
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub(super) struct FromClientSecrets {
     pub client_secret: Option<Secret>,
     pub callback_path: Option<String>,
     pub internal_url: Option<Url>,
+    /// Fields of the file this filter does not use (flask-oidc has more): ignored, said once.
+    pub ignored: Vec<String>,
 }
 
 /// Reads flask-oidc's `client_secrets.json` (its `web` object, or the whole file) into derived
@@ -18,7 +20,6 @@ pub(super) fn client_secrets(
     derived: &mut BTreeMap<&'static str, String>,
 ) -> Result<FromClientSecrets, ConfigError> {
     if let Some(web) = cs.object("web")? {
-        cs.finish()?;
         cs = web;
     }
     let mut out = FromClientSecrets::default();
@@ -55,12 +56,25 @@ pub(super) fn client_secrets(
     out.client_id = cs.nonempty_string("client_id")?;
     out.client_secret = cs.nonempty_string("client_secret")?.map(Secret::new);
     if let Some(uris) = cs.strings("redirect_uris")? {
-        if let Some(first) = uris.first() {
-            let url = parse_url(&cs.key("redirect_uris"), first)?;
-            out.callback_path = Some(url.path().to_string());
+        // The first exact redirect URI names the callback; a wildcard one (`http://host/*`,
+        // which Keycloak allows) names none.
+        let exact = uris.iter().find(|u| !u.contains('*'));
+        match exact {
+            Some(uri) => {
+                let url = parse_url(&cs.key("redirect_uris"), uri)?;
+                out.callback_path = Some(url.path().to_string());
+            }
+            None if !uris.is_empty() => {
+                return Err(ConfigError::new(
+                    cs.key("redirect_uris"),
+                    "has only wildcard URIs, which name no callback path: set callback_path (and register that exact URI in the realm)",
+                ))
+            }
+            None => {}
         }
     }
-    cs.finish()?;
+    // "Paste it as it is": the fields this filter has no use for are ignored, not refused.
+    out.ignored = cs.map.keys().map(|k| cs.key(k)).collect();
     let mut origin = token;
     origin.set_path("/");
     origin.set_query(None);
@@ -80,6 +94,12 @@ const PLACEHOLDER_WORDS: &[&str] = &[
     "not-a-secret",
     "xxxxxxxx",
 ];
+
+/// Whether a value reads as a placeholder someone forgot to replace.
+pub(super) fn is_placeholder(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w))
+}
 
 /// A secret is refused when it reads as a placeholder, or when its bytes are too uniform to have
 /// come from a random source (32 random bytes hold about 30 distinct values; fewer than 20 is a
@@ -228,9 +248,25 @@ mod tests {
         let mut differ = v.clone();
         differ["client_id"] = json!("other");
         assert!(error_of(&differ).starts_with("client_id: differs"));
+        // A real client_secrets.json has fields mesh-oidc does not use: ignored, said once.
         let mut odd = v.clone();
         odd["client_secrets"]["web"]["flavour"] = json!(1);
-        assert!(error_of(&odd).starts_with("client_secrets.web.flavour: unknown key"));
+        odd["client_secrets"]["web"]["redirect_uris"] = json!([
+            "https://bookinfo.example.com/*",
+            "https://bookinfo.example.com/oidc_callback"
+        ]);
+        let c = parse(&odd).unwrap();
+        assert_eq!(
+            c.warnings,
+            vec!["client_secrets: ignoring the fields mesh-oidc does not use: client_secrets.web.flavour".to_string()]
+        );
+        assert_eq!(
+            c.login().unwrap().callback_path,
+            "/oidc_callback",
+            "the exact one"
+        );
+        odd["client_secrets"]["web"]["redirect_uris"] = json!(["https://bookinfo.example.com/*"]);
+        assert!(error_of(&odd).starts_with("client_secrets.web.redirect_uris: has only wildcard"));
         let mut no_token = v;
         no_token["client_secrets"]["web"]
             .as_object_mut()

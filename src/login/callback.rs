@@ -132,21 +132,27 @@ struct TokenErrorResponse {
 pub(super) const DEFAULT_SESSION_TTL: u64 = 12 * 3600;
 
 /// Why a token-endpoint answer was not usable; the text goes to the log and the error page.
+/// The `error` code of a provider's error answer (RFC 6749 §5.2), sanitised for a page or a log
+/// line; empty when there is none.
+pub fn provider_error_code(body: &[u8]) -> String {
+    serde_json::from_slice::<TokenErrorResponse>(body)
+        .map(|e| {
+            e.error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect::<String>()
+        })
+        .unwrap_or_default()
+}
+
 pub(super) fn token_response(status: u32, body: &[u8]) -> Result<TokenResponse, (u32, String)> {
     // Envoy answers a dispatched call that timed out with its own 504.
     if status == 0 || status == 504 {
         return Err((504, "the identity provider did not answer in time".into()));
     }
     if !(200..300).contains(&status) {
-        let code = serde_json::from_slice::<TokenErrorResponse>(body)
-            .map(|e| {
-                e.error
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .take(64)
-                    .collect::<String>()
-            })
-            .unwrap_or_default();
+        let code = provider_error_code(body);
         return Err((
             502,
             format!("the token endpoint answered {status} {code}")

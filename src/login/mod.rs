@@ -22,7 +22,7 @@ mod refresh;
 pub mod testing;
 
 pub use backchannel::{ended_reply, replayed_reply, Ending, Endings};
-pub use callback::{finish_exchange, keys_missing_page, replayed, Exchanged};
+pub use callback::{finish_exchange, keys_missing_page, provider_error_code, replayed, Exchanged};
 pub use pages::{error_page, logout, safe_local_path, start_login, upstream_401};
 pub use refresh::{finish_refresh, refresh_slot, Refreshed, REFRESH_SLOTS};
 
