@@ -1,5 +1,6 @@
 # mesh-oidc — every command a developer or CI needs.
-#   make setup   install what a fresh machine lacks (wasm target, Envoy venv, test providers)
+#   make setup   install what a fresh machine lacks (Debian packages when root, wasm target, Envoy
+#                venv, test providers); make test and make demo run it first
 #   make build   target/wasm32-wasip1/release/mesh_oidc.wasm
 #   make test    lint + native unit tests + end-to-end tests in a real Envoy
 #   make demo    Bookinfo (productpage, details, reviews) behind the filter and a local provider
@@ -13,11 +14,26 @@ VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
 NODE_MODULES := tests/node_modules/.package-lock.json
-GLEWLWYD := /usr/bin/glewlwyd
+# Debian packages the tests and the demo use: Chromium and its driver (the browser tests),
+# binaryen's wasm-opt (a smaller module), glewlwyd (the second OpenID provider).
+DEB_PACKAGES := chromium chromium-driver binaryen glewlwyd
+DEB_COMMANDS := chromium chromedriver wasm-opt glewlwyd
 
-.PHONY: setup build unit lint e2e test demo bench image clean
+.PHONY: setup system-packages build unit lint e2e test demo bench image clean
 
-setup: .stamp-wasm-target $(ENVOY) $(NODE_MODULES) $(GLEWLWYD)
+setup: system-packages .stamp-wasm-target $(ENVOY) $(NODE_MODULES)
+
+# Installs the Debian packages that are missing when run as root; otherwise says the one command.
+system-packages:
+	@missing=""; for c in $(DEB_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages ($$missing missing): $(DEB_PACKAGES)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES) >/dev/null; \
+	  else \
+	    echo "missing:$$missing — run once: sudo apt-get install -y $(DEB_PACKAGES)"; exit 1; \
+	  fi; \
+	fi
 
 .stamp-wasm-target:
 	rustup target add $(WASM_TARGET)
@@ -32,16 +48,8 @@ $(ENVOY):
 $(NODE_MODULES): tests/package.json tests/package-lock.json
 	cd tests && npm ci --no-audit --no-fund
 
-# glewlwyd, the second OpenID provider of the e2e tests (tests/e2e/glewlwyd.test.mjs), from
-# Debian. The tests set it up from scratch under tests/out/ and start it themselves on 127.0.0.1:
-# the package's own service and configuration are never used.
-$(GLEWLWYD):
-	@if [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq glewlwyd >/dev/null; \
-	else \
-	  echo "glewlwyd is missing; run as root: apt-get install -y glewlwyd"; exit 1; \
-	fi
-	$(GLEWLWYD) --version
+# glewlwyd (tests/e2e/glewlwyd.test.mjs) is set up from scratch by the tests under tests/out/ and
+# started by them on 127.0.0.1: the package's own service and configuration are never used.
 
 # wasm-opt (Debian's binaryen) shrinks the module by about a fifth, and V8 compiles it that much
 # sooner at start-up; without it the module works the same, only larger.
@@ -49,8 +57,12 @@ WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-nontrappin
 
 build: .stamp-wasm-target
 	MESH_OIDC_GIT_HASH=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) cargo build --target $(WASM_TARGET) --release
+	@# wasm-opt only when cargo wrote a new module (the stamp holds the optimised module's sum).
 	@if command -v wasm-opt >/dev/null; then \
-	  wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM).opt && mv $(WASM).opt $(WASM); \
+	  if [ "$$(sha256sum $(WASM) | cut -c1-64)" != "$$(cat $(WASM).opt-sum 2>/dev/null)" ]; then \
+	    wasm-opt $(WASM_OPT_FLAGS) $(WASM) -o $(WASM).opt && mv $(WASM).opt $(WASM) && \
+	    sha256sum $(WASM) | cut -c1-64 > $(WASM).opt-sum; \
+	  fi; \
 	else echo "note: wasm-opt not found (apt-get install binaryen): the module is not size-optimised"; fi
 	@ls -l $(WASM) | awk '{print "built " $$9 " (" $$5 " bytes)"}'
 
@@ -67,7 +79,7 @@ lint: .stamp-wasm-target
 e2e: setup build
 	cd tests && node --test --test-concurrency=1 e2e/
 
-test: lint unit e2e
+test: setup lint unit e2e
 
 demo: setup build
 	./scripts/demo.sh
