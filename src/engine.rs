@@ -65,6 +65,7 @@ pub fn tick(h: &dyn Host, vm: &VmRef, root: u32) -> u64 {
     vm::sync(h, vm);
     flow::settle(h, vm, now, root);
     vm::maybe_fetch(h, vm, now);
+    vm::maybe_preflight(h, vm);
     let v = vm.borrow();
     if v.is_idle() && v.store.keys.is_some() && !v.store.fetch_in_flight(now) {
         IDLE_TICK_MS
@@ -323,6 +324,9 @@ pub fn call_response(h: &dyn Host, vm: &VmRef, current: u32, token: u32, body_si
         return;
     }
     let now = h.now_ms();
+    if vm::on_preflight_response(h, vm, token, body_size) {
+        return;
+    }
     if vm::on_keys_response(h, vm, token, body_size, now) {
         vm::sync(h, vm);
         flow::settle(h, vm, now, current);

@@ -47,6 +47,9 @@ pub struct Vm {
     pub cache: Rc<RefCell<Cache>>,
     /// Answers that arrived for tokens not known yet: (token, status, body).
     pub early: Vec<(u32, u32, Vec<u8>)>,
+    /// The start-up check against the discovery document: its call, once it is made.
+    pub preflight: Option<u32>,
+    preflight_done: bool,
     /// Counter ids by name, defined on first use.
     metrics: HashMap<String, u32>,
     data_key: String,
@@ -77,6 +80,8 @@ impl Vm {
             requests: HashMap::new(),
             cache: Rc::default(),
             early: Vec::new(),
+            preflight: None,
+            preflight_done: false,
             metrics: HashMap::new(),
         })))
     }
@@ -242,7 +247,99 @@ pub fn maybe_fetch(h: &dyn Host, vm: &VmRef, now_ms: u64) {
     }
 }
 
-/// Whether `token` is this VM's key-set fetch; if so, its answer is handled.
+/// At start, once per Envoy process: reads the provider's discovery document through `cluster`
+/// and says in one line whether the configuration agrees with it.
+pub fn maybe_preflight(h: &dyn Host, vm: &VmRef) {
+    let config = {
+        let mut v = vm.borrow_mut();
+        if v.preflight_done {
+            return;
+        }
+        v.preflight_done = true;
+        v.config.clone()
+    };
+    let Some(discovery) = config.discovery.as_ref() else {
+        return;
+    };
+    // One VM of the process checks (the others would say the same).
+    let flag = format!("mesh-oidc/preflight/{}/{}", config.cluster, discovery.url);
+    let (seen, cas) = h.get_shared(&flag);
+    if seen.is_some() || !h.set_shared(&flag, b"1", cas) {
+        return;
+    }
+    let headers = [
+        (":method", "GET"),
+        (":path", discovery.path.as_str()),
+        (":authority", discovery.authority.as_str()),
+        (":scheme", discovery.url.scheme()),
+        ("accept", "application/json"),
+        ("user-agent", "mesh-oidc"),
+    ];
+    if let Some(token) = h.dispatch(&config.cluster, &headers, None, config.timeout_ms) {
+        vm.borrow_mut().preflight = Some(token);
+    }
+}
+
+/// Whether `token` is the start-up check's call; if so, its verdict is logged.
+pub fn on_preflight_response(h: &dyn Host, vm: &VmRef, token: u32, body_size: usize) -> bool {
+    let config = {
+        let mut v = vm.borrow_mut();
+        if v.preflight != Some(token) {
+            return false;
+        }
+        v.preflight = None;
+        v.config.clone()
+    };
+    let status = h.call_response_status();
+    let body = h.call_response_body(body_size.min(64 * 1024));
+    let url = config
+        .discovery
+        .as_ref()
+        .map(|d| d.url.to_string())
+        .unwrap_or_default();
+    let (level, verdict) = judge_discovery(status, &body, &config.rules.issuer);
+    h.log(
+        level,
+        &format!(
+            "mesh-oidc: start-up check of {url} via cluster {}: {verdict}",
+            config.cluster
+        ),
+    );
+    true
+}
+
+/// What the discovery document says about the configuration.
+pub fn judge_discovery(status: u32, body: &[u8], issuer: &str) -> (Level, String) {
+    match status {
+        200 => {}
+        0 => {
+            return (
+                Level::Warn,
+                "no answer (the cluster's endpoints are down, or the call timed out)".into(),
+            )
+        }
+        404 => {
+            return (
+                Level::Warn,
+                "404: no such realm or path at the provider (check keycloak.realm, or oidc.discovery_url)".into(),
+            )
+        }
+        other => return (Level::Warn, format!("HTTP {other}")),
+    }
+    let found = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("issuer")?.as_str().map(str::to_string));
+    match found {
+        Some(found) if found == issuer => (Level::Info, "the provider's issuer is oidc.issuer: OK".into()),
+        Some(found) => (
+            Level::Warn,
+            format!(
+                "the provider says its issuer is {found:?}, but tokens must carry {issuer:?}: every token will be refused (check keycloak.public_url against Keycloak's KC_HOSTNAME, or oidc.issuer)"
+            ),
+        ),
+        None => (Level::Warn, "the answer is not a discovery document".into()),
+    }
+}
 pub fn on_keys_response(
     h: &dyn Host,
     vm: &VmRef,
@@ -349,6 +446,26 @@ fn keys_answered(h: &dyn Host, vm: &VmRef, status: u32, body: Option<&[u8]>, now
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_start_up_check_says_what_is_wrong() {
+        let doc = br#"{"issuer":"https://sso.example.com/realms/dev"}"#;
+        assert_eq!(
+            judge_discovery(200, doc, "https://sso.example.com/realms/dev").0,
+            Level::Info
+        );
+        let (level, text) = judge_discovery(200, doc, "https://sso.example.com/realms/prod");
+        assert_eq!(level, Level::Warn);
+        assert!(
+            text.contains("\"https://sso.example.com/realms/dev\""),
+            "{text}"
+        );
+        assert!(judge_discovery(404, b"", "x").1.contains("keycloak.realm"));
+        assert!(judge_discovery(0, b"", "x").1.contains("no answer"));
+        assert!(judge_discovery(200, b"<html>", "x")
+            .1
+            .contains("not a discovery"));
+    }
 
     #[test]
     fn what_a_key_set_answer_means() {

@@ -43,7 +43,8 @@ fn every_listed_key_is_accepted_by_the_parser() {
             "end_session_endpoint": "https://sso.example.com/l",
             "introspection_endpoint": "http://kc:8080/i",
             "userinfo_endpoint": "http://kc:8080/u",
-            "revocation_endpoint": "http://kc:8080/r"
+            "revocation_endpoint": "http://kc:8080/r",
+            "discovery_url": "http://kc:8080/.well-known/openid-configuration"
         },
         "cluster": "keycloak",
         "client_id": "productpage",

@@ -250,6 +250,7 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         access_rules,
         introspection,
         warnings,
+        discovery: endpoints.remove("discovery_url").map(Endpoint::from_url),
     })
 }
 
@@ -450,6 +451,10 @@ fn keycloak(mut kc: Obj, derived: &mut BTreeMap<&'static str, String>) -> Result
         "revocation_endpoint",
         format!("{internal_base}{oidc}/revoke"),
     );
+    derived.insert(
+        "discovery_url",
+        format!("{internal_base}/.well-known/openid-configuration"),
+    );
     Ok(internal)
 }
 
@@ -470,6 +475,7 @@ fn oidc_endpoints(
         "introspection_endpoint",
         "userinfo_endpoint",
         "revocation_endpoint",
+        "discovery_url",
     ] {
         let key = format!("oidc.{name}");
         let explicit = match oidc.as_mut() {

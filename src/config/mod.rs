@@ -33,6 +33,7 @@ pub const KEYS: &[&str] = &[
     "oidc.introspection_endpoint",
     "oidc.userinfo_endpoint",
     "oidc.revocation_endpoint",
+    "oidc.discovery_url",
     "cluster",
     "client_id",
     "client_secret",
@@ -344,6 +345,9 @@ pub struct Config {
     pub introspection: Option<Introspection>,
     /// What is accepted but looks wrong: logged once when the configuration is applied.
     pub warnings: Vec<String>,
+    /// The provider's discovery document, read through `cluster` once at start to check the
+    /// configuration against it (the issuer, and that the cluster reaches the provider).
+    pub discovery: Option<Endpoint>,
 }
 
 /// `introspection.*` (V3), enabled: where to ask, as whom, and how long an answer holds.

@@ -45,6 +45,10 @@ pub(super) fn client_secrets(
     {
         derived.insert("jwks_uri", format!("{base}{oidc}certs"));
         derived.insert("revocation_endpoint", format!("{base}{oidc}revoke"));
+        derived.insert(
+            "discovery_url",
+            format!("{base}/.well-known/openid-configuration"),
+        );
     }
     derived.insert("token_endpoint", token.to_string());
     if let Some(u) = url_of(&mut cs, "userinfo_uri")? {
