@@ -9,16 +9,37 @@ the page only reads what the sidecar hands it:
     Authorization: Bearer  the user's access token, forwarded to details and reviews as Bookinfo
                            does, so their sidecars can check it
 
-    GET /productpage   "Hello, <user>", the book's details and reviews (or the status they answered),
-                       when the access token expires. If details or reviews answer 401 (they
-                       refused the token), this page answers 401 too and the sidecar acts per
-                       its `on_upstream_401` (by default: log in again).
-    GET /              a landing page (a skip path of the sidecar: no login needed)
-    GET /healthz       200
+    GET /productpage   "Hello, <user>", the book's details and reviews, and when the access token
+                       expires. When details or reviews answer 401 (they refused the token):
+                       ON_REFUSAL=200 (the default) does what Istio's real Bookinfo productpage
+                       does: the page still answers 200, with "Error fetching product details"
+                       (or reviews) and "Sorry, product details are currently unavailable for
+                       this book." in place of the section. Only a sidecar that also watches the
+                       outbound calls (mesh-oidc's L7+, envoy/demo.yaml's productpage_outbound)
+                       notices. ON_REFUSAL=401: this page answers 401 instead, so the sidecar's
+                       `on_upstream_401` applies with no outbound listener at all (L7).
+    GET /              a landing page (public, like Bookinfo's index: a skip path of the sidecar)
+    GET /health        200, like Bookinfo's (a skip path); /healthz is the same
+    GET /static/*      the stylesheet (public, like Bookinfo's static assets)
     /logout, /callback are answered by the sidecar and never reach this app.
 
-Environment: PORT (default 9000), DETAILS_URL (default http://127.0.0.1:9081/details/0),
-REVIEWS_URL (default http://127.0.0.1:9082/reviews/0), UPSTREAM_TIMEOUT (seconds, default 5).
+Like the real one it passes on the caller's `authorization`, `cookie`, `user-agent`, `x-request-id`
+and tracing headers to details and reviews: `x-request-id` is what lets the sidecar tie a refused
+call to the page request it was made for.
+
+Environment:
+    PORT              default 9000
+    DETAILS_URL       default http://127.0.0.1:9081/details/0
+    REVIEWS_URL       default http://127.0.0.1:9082/reviews/0
+    OUTBOUND_PROXY    e.g. http://127.0.0.1:15001: send every call to details and reviews through
+                      this HTTP proxy (the sidecar's outbound listener), as Istio's iptables rules
+                      do; DETAILS_URL and REVIEWS_URL then name the services as the app knows them
+                      (http://details:9080/details/0). Unset: straight to the URLs.
+    ON_REFUSAL        200 (default, as Bookinfo) or 401 (see above)
+    UPSTREAM_TIMEOUT  seconds, default 5
+
+Each request is logged with its x-request-id and the NAMES of the cookies it carried (never their
+values), so that what reaches the app can be checked.
 """
 
 import base64
@@ -37,13 +58,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 DETAILS_URL = os.environ.get("DETAILS_URL", "http://127.0.0.1:9081/details/0")
 REVIEWS_URL = os.environ.get("REVIEWS_URL", "http://127.0.0.1:9082/reviews/0")
 UPSTREAM_TIMEOUT = float(os.environ.get("UPSTREAM_TIMEOUT", "5"))
-# Straight to the sidecars: never through an http_proxy from the environment.
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+OUTBOUND_PROXY = os.environ.get("OUTBOUND_PROXY", "")
+ON_REFUSAL = os.environ.get("ON_REFUSAL", "200")
+if ON_REFUSAL not in ("200", "401"):
+    sys.exit("productpage: ON_REFUSAL must be 200 or 401, not %r" % ON_REFUSAL)
+# Only through the outbound proxy when one is given: never through an http_proxy from the
+# environment.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler(
+    {"http": OUTBOUND_PROXY} if OUTBOUND_PROXY else {}))
 
-# Headers productpage passes on to the services it calls (Bookinfo forwards the caller's
-# credentials and the tracing headers).
-FORWARDED = ["authorization", "x-request-id", "traceparent", "tracestate",
-             "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags"]
+# Headers productpage passes on to the services it calls, as Bookinfo's getForwardHeaders does:
+# x-request-id (Istio ties the calls of one request together with it), the tracing headers, and
+# the caller's user agent, cookies and credentials.
+FORWARDED = ["x-request-id", "traceparent", "tracestate",
+             "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags",
+             "user-agent", "cookie", "authorization"]
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 46rem; color: #222; }
@@ -85,6 +114,13 @@ def utc(ts):
     return datetime.datetime.fromtimestamp(ts, tz=datetime.timezone.utc).strftime("%H:%M:%S UTC")
 
 
+def cookie_names(header):
+    """The names in a Cookie header, in order (for the log: never the values)."""
+    if not header:
+        return []
+    return [part.split("=", 1)[0].strip() for part in header.split(";") if part.strip()]
+
+
 def call(url, headers):
     """GET a service; returns (status or None, parsed JSON or None, error text or None)."""
     req = urllib.request.Request(url, headers={**headers, "accept": "application/json"})
@@ -121,13 +157,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def page(self, status, title, inner, head):
         doc = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>%s</title>"
-               "<style>%s</style></head>\n<body>\n%s\n</body></html>\n") % (esc(title), STYLE, inner)
+               "<link rel=\"stylesheet\" href=\"/static/style.css\"></head>\n<body>\n%s\n</body></html>\n") % (
+            esc(title), inner)
         self.send_body(status, doc, "text/html; charset=utf-8", head)
 
     def answer(self, head):
         path = self.path.split("?", 1)[0]
-        if path == "/healthz":
-            self.send_body(200, '{"status": "ok", "service": "productpage"}\n', "application/json", head)
+        if path in ("/health", "/healthz"):
+            self.send_body(200, '{"status": "Product page is healthy"}\n', "application/json", head)
+        elif path == "/static/style.css":
+            self.send_body(200, STYLE, "text/css; charset=utf-8", head)
         elif path in ("/", "/index.html"):
             self.index(head)
         elif path == "/productpage":
@@ -137,7 +176,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def index(self, head):
         self.page(200, "Bookinfo", """<h1>Bookinfo</h1>
-<p class="muted">The mesh-oidc demo: this page is a skip path; everything else needs a login.</p>
+<p class="muted">The mesh-oidc demo: this page, /health and /static/* are public (skip paths of the
+sidecar, as Bookinfo's index, health check and assets would be); everything else needs a login.</p>
 <p><a id="productpage-link" href="/productpage">Go to the product page</a> (you will be asked to log in).</p>""", head)
 
     def productpage(self, head):
@@ -150,6 +190,9 @@ class Handler(BaseHTTPRequestHandler):
 
         refused = [name for name, (status, _, _) in (("details", details), ("reviews", reviews)) if status == 401]
         if refused:
+            sys.stderr.write("productpage: %s refused the token (401); x-request-id %s; answering %s\n" % (
+                " and ".join(refused), self.headers.get("x-request-id"), ON_REFUSAL))
+        if refused and ON_REFUSAL == "401":
             # The seed's "token refused" case: details or reviews said 401 (an expired or revoked
             # token). Answer 401 so that the sidecar acts per its on_upstream_401.
             self.page(401, "Unauthorized", """<h1>Unauthorized</h1>
@@ -186,10 +229,14 @@ class Handler(BaseHTTPRequestHandler):
             return ('<div class="box" id="%s">\n<h2>%s <small class="muted">(%s answered '
                     '<span id="%s-status">200</span>)</small></h2>\n%s\n</div>') % (
                 name, esc(title), name, name, render(data))
+        # What Bookinfo's productpage shows for any answer but 200 (401 included): its template's
+        # "Error fetching product ..." heading and its getProduct...() "Sorry, ..." text.
+        what = "details" if name == "details" else "reviews"
         shown = error if error else ("%s answered %s" % (name, status))
-        body = "" if data is None else "<pre>%s</pre>" % esc(json.dumps(data, indent=2))
-        return ('<div class="box error" id="%s">\n<h2>%s</h2>\n<p>Error: <span id="%s-status">%s</span> '
-                '(%s)</p>%s\n</div>') % (name, esc(title), name, esc(status if status else "unreachable"), esc(shown), body)
+        return ('<div class="box error" id="%s">\n<h2 id="%s-error">Error fetching product %s</h2>\n'
+                '<p>Sorry, product %s are currently unavailable for this book.</p>\n'
+                '<p class="muted">(<span id="%s-status">%s</span>: %s)</p>\n</div>') % (
+            name, name, what, what, name, esc(status if status else "unreachable"), esc(shown))
 
     @staticmethod
     def render_details(data):
@@ -211,6 +258,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self):  # noqa: N802
         self.answer(head=True)
 
+    def log_request(self, code="-", size="-"):
+        # the access line, with the request id and the names (never the values) of the cookies
+        self.log_message('"%s" %s x-request-id=%s cookies=[%s]', self.requestline, str(getattr(code, "value", code)),
+                         self.headers.get("x-request-id", "-"), ", ".join(cookie_names(self.headers.get("cookie"))))
+
     def log_message(self, fmt, *args):
         sys.stderr.write("productpage: %s %s\n" % (self.log_date_time_string(), fmt % args))
 
@@ -220,7 +272,8 @@ def main():
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    sys.stderr.write("productpage: listening on 127.0.0.1:%d (details %s, reviews %s)\n" % (port, DETAILS_URL, REVIEWS_URL))
+    sys.stderr.write("productpage: listening on 127.0.0.1:%d (details %s, reviews %s%s; a refusal answers %s)\n" % (
+        port, DETAILS_URL, REVIEWS_URL, ", through the proxy " + OUTBOUND_PROXY if OUTBOUND_PROXY else "", ON_REFUSAL))
     sys.stderr.flush()
     try:
         server.serve_forever()

@@ -5,7 +5,10 @@ Like details, it has no login code: its sidecar (mesh-oidc in validate mode) che
 token and sets `x-user`.
 
     GET /reviews/<id>   two reviews of the book, as JSON, with the caller
-    GET /healthz        200
+    GET /health         200, like Bookinfo's (a skip path of its sidecar); /healthz is the same
+
+Each request is logged with its x-request-id (productpage passes the page request's on) and the
+NAMES of the cookies it carried (never their values).
 
 Listens on 127.0.0.1:$PORT (default 9002).
 """
@@ -42,7 +45,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def answer(self, head):
         path = self.path.split("?", 1)[0]
-        if path == "/healthz":
+        if path in ("/health", "/healthz"):
             self.send_json(200, {"status": "ok", "service": "reviews"}, head)
             return
         parts = path.strip("/").split("/")
@@ -61,6 +64,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self):  # noqa: N802
         self.answer(head=True)
+
+    def log_request(self, code="-", size="-"):
+        # the access line, with the request id and the names (never the values) of the cookies
+        cookies = [c.split("=", 1)[0].strip() for c in (self.headers.get("cookie") or "").split(";") if c.strip()]
+        self.log_message('"%s" %s x-request-id=%s cookies=[%s]', self.requestline, str(getattr(code, "value", code)),
+                         self.headers.get("x-request-id", "-"), ", ".join(cookies))
 
     def log_message(self, fmt, *args):
         sys.stderr.write("reviews: %s %s\n" % (self.log_date_time_string(), fmt % args))

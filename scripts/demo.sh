@@ -7,23 +7,31 @@
 #                            start everything, print the URL, write the PIDs to tests/out/demo/pids
 #                            and exit (the processes keep running)
 #   scripts/demo.sh stop     stop what a detached demo started (the PIDs in tests/out/demo/pids)
+#   scripts/demo.sh render   only write the Envoy config (tests/out/demo/envoy.yaml, ports and
+#                            module path as below, a fresh session secret) and print its path
 #
 # What runs (all on 127.0.0.1):
 #   8180  the OpenID provider (tests/provider/keycloak.mjs: realm dev, Keycloak's paths)
 #   9000  productpage   9001 details   9002 reviews          (demo/*.py, Python standard library)
 #   8000  productpage's sidecar (login)   9081 details' sidecar (validate)
 #   9082  reviews' sidecar (validate)     9901 Envoy admin
+#   15001 productpage's sidecar, outbound: productpage calls http://details:9080 and
+#         http://reviews:9080 through it (as its HTTP proxy, the way Istio's iptables rules send a
+#         pod's calls to its sidecar); the same login filter notes the 401s they answer
 #
 # Optional environment:
 #   DEMO_ACCESS_TOKEN_TTL   access-token lifetime in seconds (default 60, so a refresh shows soon)
+#   DEMO_ON_REFUSAL         what productpage answers when details or reviews refuse the token:
+#                           200 (default: a page saying "Error fetching product details", as
+#                           Istio's real Bookinfo productpage does) or 401 (the seed's way)
 #   DEMO_KEYS_FILE          the provider's private key set ({"keys":[enc key, signing key(s)]});
 #                           generated at start when unset
 #   MESH_OIDC_WASM          the module (default target/wasm32-wasip1/release/mesh_oidc.wasm)
 #   ENVOY_BIN               default .venv/bin/envoy
 #   PYTHON, NODE            default python3, node
 #   DEMO_OUT                where logs, the rendered Envoy config and the PIDs go (default tests/out/demo)
-#   DEMO_PRODUCTPAGE_PORT, DEMO_DETAILS_PORT, DEMO_REVIEWS_PORT, DEMO_ADMIN_PORT
-#                           Envoy's listeners (default 8000, 9081, 9082) and admin (9901)
+#   DEMO_PRODUCTPAGE_PORT, DEMO_DETAILS_PORT, DEMO_REVIEWS_PORT, DEMO_OUTBOUND_PORT, DEMO_ADMIN_PORT
+#                           Envoy's listeners (default 8000, 9081, 9082, 15001) and admin (9901)
 #   DEMO_PROVIDER_PORT      the provider (default 8180)
 #   DEMO_PRODUCTPAGE_APP_PORT, DEMO_DETAILS_APP_PORT, DEMO_REVIEWS_APP_PORT
 #                           the applications (default 9000, 9001, 9002)
@@ -53,8 +61,12 @@ REVIEWS_PORT="${DEMO_REVIEWS_APP_PORT:-9002}"
 PP_SIDECAR="${DEMO_PRODUCTPAGE_PORT:-8000}"
 DETAILS_SIDECAR="${DEMO_DETAILS_PORT:-9081}"
 REVIEWS_SIDECAR="${DEMO_REVIEWS_PORT:-9082}"
+OUTBOUND_PORT="${DEMO_OUTBOUND_PORT:-15001}"
 ADMIN_PORT="${DEMO_ADMIN_PORT:-9901}"
-ENVOY_PORTS=("$PP_SIDECAR" "$DETAILS_SIDECAR" "$REVIEWS_SIDECAR" "$ADMIN_PORT")
+ENVOY_PORTS=("$PP_SIDECAR" "$DETAILS_SIDECAR" "$REVIEWS_SIDECAR" "$OUTBOUND_PORT" "$ADMIN_PORT")
+ON_REFUSAL="${DEMO_ON_REFUSAL:-200}"
+# The session secret of the template (public): it must not survive the rendering.
+TEMPLATE_SECRET="e/QnR+D/i52tvcoustxlJD3dAsAPPqTdLeD1twa1huw="
 PP="http://127.0.0.1:$PP_SIDECAR"
 URL="$PP/productpage"
 
@@ -142,13 +154,18 @@ stop_from_file() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# HTTP without curl: the status code of GET http://127.0.0.1:PORT/PATH (empty when no answer)
+# HTTP without curl: the status code of GET http://127.0.0.1:PORT/PATH (empty when no answer).
+# PATH may be an absolute URL (http://details:9080/details/0): PORT is then used as the proxy.
 
 http_status() {
-  local port="$1" path="$2"
+  local port="$1" path="$2" host="127.0.0.1:$1"
+  if [[ "$path" == http://* ]]; then
+    host="${path#http://}"
+    host="${host%%/*}"
+  fi
   (
     exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
-    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n' "$path" "$port" >&3
+    printf 'GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$path" "$host" >&3
     IFS= read -r -t 3 line <&3 || exit 1
     # read the rest too, so that the server never writes to a closed connection
     while IFS= read -r -t 3 _ <&3; do :; done
@@ -173,12 +190,52 @@ wait_for() {
     got="$(http_status "$port" "$path")"
     [[ "$got" == "$want" ]] && return 0
     if ((SECONDS >= deadline)); then
-      err "$name did not answer $want on 127.0.0.1:$port$path within ${timeout}s (last: ${got:-no answer}); the end of $OUT/$name.log:"
+      local where="127.0.0.1:$port$path"
+      [[ "$path" == http://* ]] && where="$path through 127.0.0.1:$port"
+      err "$name did not answer $want on $where within ${timeout}s (last: ${got:-no answer}); the end of $OUT/$name.log:"
       tail -n 30 "$OUT/$name.log" >&2 || true
       return 1
     fi
     sleep 0.2
   done
+}
+
+# The Envoy config: the template with the module's absolute path (and the ports, when changed),
+# and a fresh session secret (the template's is public).
+render_config() {
+  SESSION_SECRET=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
+  {
+    printf '# Rendered by scripts/demo.sh from envoy/demo.yaml: do not edit.\n'
+    sed -E \
+      -e "s#filename: $WASM_IN_TEMPLATE#filename: $WASM#" \
+      -e "s#(port_value: )8000([^0-9])#\\1$PP_SIDECAR\\2#" \
+      -e "s#(port_value: )9081([^0-9])#\\1$DETAILS_SIDECAR\\2#" \
+      -e "s#(port_value: )9082([^0-9])#\\1$REVIEWS_SIDECAR\\2#" \
+      -e "s#(port_value: )15001([^0-9])#\\1$OUTBOUND_PORT\\2#" \
+      -e "s#(port_value: )9901([^0-9])#\\1$ADMIN_PORT\\2#" \
+      -e "s#(port_value: )9000([^0-9])#\\1$PRODUCTPAGE_PORT\\2#" \
+      -e "s#(port_value: )9001([^0-9])#\\1$DETAILS_PORT\\2#" \
+      -e "s#(port_value: )9002([^0-9])#\\1$REVIEWS_PORT\\2#" \
+      -e "s#(port_value: )8180([^0-9])#\\1$PROVIDER_PORT\\2#" \
+      -e "s#http://127\\.0\\.0\\.1:8180([^0-9])#http://127.0.0.1:$PROVIDER_PORT\\1#g" \
+      -e "s#\"session_secret\": \"[A-Za-z0-9+/=]*\"#\"session_secret\": \"$SESSION_SECRET\"#" \
+      "$TEMPLATE"
+  } >"$OUT/envoy.yaml"
+  for want in "filename: $WASM" "port_value: $PP_SIDECAR " "port_value: $DETAILS_SIDECAR " "port_value: $REVIEWS_SIDECAR " \
+    "port_value: $OUTBOUND_PORT " "port_value: $ADMIN_PORT " "port_value: $PRODUCTPAGE_PORT " "port_value: $DETAILS_PORT " \
+    "port_value: $REVIEWS_PORT " "port_value: $PROVIDER_PORT " "\"public_url\": \"http://127.0.0.1:$PROVIDER_PORT\"" \
+    "\"session_secret\": \"$SESSION_SECRET\""; do
+    grep -qF "$want" "$OUT/envoy.yaml" || { err "could not render $OUT/envoy.yaml ($want)"; exit 1; }
+  done
+  # productpage's inbound and outbound listeners run the same filter: both got the new secret
+  if [[ "$(grep -cF "\"session_secret\": \"$SESSION_SECRET\"" "$OUT/envoy.yaml")" != 2 ]]; then
+    err "could not render $OUT/envoy.yaml (productpage's two filters, inbound and outbound, should hold the session secret)"
+    exit 1
+  fi
+  if grep -qF "$TEMPLATE_SECRET" "$OUT/envoy.yaml"; then
+    err "could not render $OUT/envoy.yaml (the template's public session secret is still in it)"
+    exit 1
+  fi
 }
 
 STARTED=()
@@ -218,12 +275,18 @@ case "${1:-}" in
     exit 0
     ;;
   "" | start) ;;
+  render)
+    mkdir -p "$OUT"
+    render_config
+    say "$OUT/envoy.yaml"
+    exit 0
+    ;;
   -h | --help | help)
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     exit 0
     ;;
   *)
-    err "unknown command: $1 (use: scripts/demo.sh [stop])"
+    err "unknown command: $1 (use: scripts/demo.sh [start|stop|render])"
     exit 2
     ;;
 esac
@@ -263,30 +326,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# The Envoy config: the template with the module's absolute path (and the ports, when changed),
-# and a fresh session secret (the template's is public).
-SESSION_SECRET=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
-{
-  printf '# Rendered by scripts/demo.sh from envoy/demo.yaml: do not edit.\n'
-  sed -E \
-    -e "s#filename: $WASM_IN_TEMPLATE#filename: $WASM#" \
-    -e "s#(port_value: )8000([^0-9])#\\1$PP_SIDECAR\\2#" \
-    -e "s#(port_value: )9081([^0-9])#\\1$DETAILS_SIDECAR\\2#" \
-    -e "s#(port_value: )9082([^0-9])#\\1$REVIEWS_SIDECAR\\2#" \
-    -e "s#(port_value: )9901([^0-9])#\\1$ADMIN_PORT\\2#" \
-    -e "s#(port_value: )9000([^0-9])#\\1$PRODUCTPAGE_PORT\\2#" \
-    -e "s#(port_value: )9001([^0-9])#\\1$DETAILS_PORT\\2#" \
-    -e "s#(port_value: )9002([^0-9])#\\1$REVIEWS_PORT\\2#" \
-    -e "s#(port_value: )8180([^0-9])#\\1$PROVIDER_PORT\\2#" \
-    -e "s#http://127\\.0\\.0\\.1:8180([^0-9])#http://127.0.0.1:$PROVIDER_PORT\\1#g" \
-    -e "s#\"session_secret\": \"[A-Za-z0-9+/=]*\"#\"session_secret\": \"$SESSION_SECRET\"#" \
-    "$TEMPLATE"
-} >"$OUT/envoy.yaml"
-for want in "filename: $WASM" "port_value: $PP_SIDECAR " "port_value: $DETAILS_SIDECAR " "port_value: $REVIEWS_SIDECAR " \
-  "port_value: $ADMIN_PORT " "port_value: $PRODUCTPAGE_PORT " "port_value: $DETAILS_PORT " "port_value: $REVIEWS_PORT " \
-  "port_value: $PROVIDER_PORT " "\"public_url\": \"http://127.0.0.1:$PROVIDER_PORT\"" "\"session_secret\": \"$SESSION_SECRET\""; do
-  grep -qF "$want" "$OUT/envoy.yaml" || { err "could not render $OUT/envoy.yaml ($want)"; exit 1; }
-done
+# The Envoy config, now that the preparations are done.
+render_config
 
 say "demo: starting the OpenID provider (Keycloak look-alike, realm dev) on 127.0.0.1:$PROVIDER_PORT"
 provider_env=(
@@ -303,8 +344,11 @@ start provider env "${provider_env[@]}" "$NODE" "$ROOT/tests/provider/keycloak.m
 say "demo: starting productpage, details and reviews"
 start details env PORT="$DETAILS_PORT" PYTHONUNBUFFERED=1 "$PYTHON" "$ROOT/demo/details.py"
 start reviews env PORT="$REVIEWS_PORT" PYTHONUNBUFFERED=1 "$PYTHON" "$ROOT/demo/reviews.py"
-start productpage env PORT="$PRODUCTPAGE_PORT" PYTHONUNBUFFERED=1 \
-  DETAILS_URL="http://127.0.0.1:$DETAILS_SIDECAR/details/0" REVIEWS_URL="http://127.0.0.1:$REVIEWS_SIDECAR/reviews/0" \
+# productpage calls details and reviews by their Bookinfo names, through its sidecar's outbound
+# listener (its HTTP proxy here; iptables in a pod).
+start productpage env PORT="$PRODUCTPAGE_PORT" PYTHONUNBUFFERED=1 ON_REFUSAL="$ON_REFUSAL" \
+  OUTBOUND_PROXY="http://127.0.0.1:$OUTBOUND_PORT" \
+  DETAILS_URL="http://details:9080/details/0" REVIEWS_URL="http://reviews:9080/reviews/0" \
   "$PYTHON" "$ROOT/demo/productpage.py"
 
 for entry in "${STARTED[@]}"; do
@@ -319,7 +363,9 @@ for entry in "${STARTED[@]}"; do
 done
 
 say "demo: starting Envoy (productpage's, details' and reviews' sidecars)"
-start envoy "$ENVOY_BIN" -c "$OUT/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level info
+# (the access log reaches envoy.log within half a second, not Envoy's default 10 s)
+start envoy "$ENVOY_BIN" -c "$OUT/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level info \
+  --file-flush-interval-msec 500
 envoy_pid="${STARTED[${#STARTED[@]} - 1]%% *}"
 wait_for envoy "$envoy_pid" "$ADMIN_PORT" /ready 200 60
 # the sidecars are up when a request without a token is refused (details, reviews) or sent to
@@ -327,6 +373,8 @@ wait_for envoy "$envoy_pid" "$ADMIN_PORT" /ready 200 60
 wait_for envoy "$envoy_pid" "$DETAILS_SIDECAR" /details/0 401
 wait_for envoy "$envoy_pid" "$REVIEWS_SIDECAR" /reviews/0 401
 wait_for envoy "$envoy_pid" "$PP_SIDECAR" /productpage 302
+# and productpage's outbound listener reaches details' sidecar by its Bookinfo name
+wait_for envoy "$envoy_pid" "$OUTBOUND_PORT" http://details:9080/details/0 401
 
 cat <<EOF
 
@@ -340,6 +388,7 @@ cat <<EOF
   (the expiry time on the page moves on).
 
     details, reviews (tokens only)   http://127.0.0.1:$DETAILS_SIDECAR/details/0   http://127.0.0.1:$REVIEWS_SIDECAR/reviews/0
+    productpage's outbound listener  http://127.0.0.1:$OUTBOUND_PORT (productpage's HTTP proxy to http://details:9080, http://reviews:9080)
     the provider                     http://127.0.0.1:$PROVIDER_PORT/realms/dev/.well-known/openid-configuration
     Envoy admin                      http://127.0.0.1:$ADMIN_PORT/
     logs                             $OUT/*.log

@@ -81,7 +81,12 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
         (v.config.clone(), v.names.clone())
     };
     let headers = Headers(h.request_headers());
-    if config.login().is_some() && h.is_outbound() {
+    // L7+: the outbound side is on only where it was asked for (upstream_401_services), and only
+    // on a workload's outbound listener; anywhere else the login filter is a login filter.
+    let watches_outbound = config
+        .login()
+        .is_some_and(|l| !l.upstream_401_services.is_empty());
+    if watches_outbound && h.is_outbound() {
         // L7+: the workload calls another service; only its answer matters.
         let state = State {
             request_id: headers.request_id(),
@@ -244,10 +249,15 @@ pub fn response_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
     }
     match login::upstream_401(&env, &req, &mut HostRandom(h)) {
         Some(reply) => {
+            let why = if h.response_status() == 401 {
+                "the service answered 401"
+            } else {
+                "a service the page called answered 401"
+            };
             h.log(
                 Level::Info,
                 &format!(
-                    "mesh-oidc[{}]: the service answered 401; acting per on_upstream_401",
+                    "mesh-oidc[{}]: {why}; acting per on_upstream_401",
                     req.request_id
                 ),
             );
@@ -295,10 +305,10 @@ fn remember_outbound_401(h: &dyn Host, vm: &VmRef, state: &StateRef, authority: 
     }
 }
 
-/// Whether an outbound call's `:authority` is one of `services` (all count when none is named):
-/// the host alone matches any port.
+/// Whether an outbound call's `:authority` is one of `services` (`*`: any): the host alone
+/// matches any port.
 pub fn service_counts(services: &[String], authority: &str) -> bool {
-    if services.is_empty() {
+    if services.iter().any(|s| s == "*") {
         return true;
     }
     let authority = authority.to_ascii_lowercase();

@@ -1097,3 +1097,14 @@ fn the_log_explains_a_wrong_issuer_and_an_unknown_cluster_once() {
         "{failed} attempts in 20 s: backed off"
     );
 }
+
+#[test]
+fn without_upstream_401_services_an_outbound_listener_is_a_login_filter() {
+    // An Istio gateway's listeners are all OUTBOUND: the watch-only side must never open there.
+    let w = world();
+    let p = ready(&w, &login_config(), 100);
+    let h: Vec<(&str, String)> = page("/productpage", "");
+    let h: Vec<(&str, &str)> = h.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    assert_eq!(p.request_on(2, &h, true), Outcome::Pause);
+    assert_eq!(p.status(2), Some(302), "sent to log in, not waved through");
+}

@@ -361,7 +361,7 @@ fn carry_out_validate(
                 let st = state.borrow();
                 (st.token.clone().unwrap_or_default(), st.route.clone())
             };
-            let lookup = crate::introspect::Lookup::new(&token);
+            let lookup = crate::introspect::Lookup::new(&snap.config.rules.issuer, &token);
             let (cached, _) = h.get_shared(&lookup.key);
             if let Some(answer) = cached.and_then(|v| lookup.cached(&v, now_ms / 1000)) {
                 let decision = validate::after_introspection(

@@ -31,8 +31,9 @@ pub trait Host {
     fn set_request_header(&self, name: &str, value: Option<&[u8]>);
     /// Whether the current request's downstream connection is TLS.
     fn connection_is_tls(&self) -> bool;
-    /// Whether the current request came through an outbound listener (Envoy's
-    /// `listener_direction` attribute is OUTBOUND): the workload's own call to another service.
+    /// Whether the current request came through a workload's outbound listener (Envoy's
+    /// listener direction is OUTBOUND, and the proxy is not an Istio gateway, whose listeners are
+    /// all OUTBOUND): the workload's own call to another service.
     fn is_outbound(&self) -> bool;
     fn response_status(&self) -> u32;
     fn add_response_header(&self, name: &str, value: &str);

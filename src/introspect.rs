@@ -42,8 +42,13 @@ impl std::fmt::Debug for Lookup {
 }
 
 impl Lookup {
-    pub fn new(token: &[u8]) -> Lookup {
-        let hash = hmac_sha256::Hash::hash(token);
+    /// `namespace`: what tells configurations apart (the issuer): every WasmPlugin of an Istio
+    /// proxy shares one shared-data space, and an answer judged by one's rules is not another's.
+    pub fn new(namespace: &str, token: &[u8]) -> Lookup {
+        let mut input = namespace.as_bytes().to_vec();
+        input.push(0);
+        input.extend_from_slice(token);
+        let hash = hmac_sha256::Hash::hash(&input);
         let mut digest = [0u8; DIGEST_LEN];
         for (d, h) in digest.iter_mut().zip(hash.iter()) {
             *d = *h;
@@ -205,7 +210,7 @@ mod tests {
 
     #[test]
     fn answers_are_cached_per_token_until_the_cache_time_or_exp() {
-        let l = Lookup::new(b"opaque-token");
+        let l = Lookup::new(ISSUER, b"opaque-token");
         let a = match judge(200, &answer(active()), &rules(), NOW).unwrap() {
             Answer::Active(c) => Answer::Active(c),
             other => panic!("{other:?}"),
@@ -216,7 +221,7 @@ mod tests {
         let slot = l.encode(&a, until).unwrap();
         assert_eq!(l.cached(&slot, NOW + 29), Some(a.clone()));
         assert_eq!(l.cached(&slot, NOW + 30), None, "expired");
-        assert_eq!(Lookup::new(b"other").cached(&slot, NOW), None);
+        assert_eq!(Lookup::new(ISSUER, b"other").cached(&slot, NOW), None);
         let refused = Answer::Refused(TokenError::Revoked);
         let slot = l.encode(&refused, NOW + 30).unwrap();
         assert_eq!(l.cached(&slot, NOW), Some(refused));
@@ -228,6 +233,11 @@ mod tests {
         };
         assert_eq!(l.encode(&Answer::Active(c), NOW + 30), None);
         assert!(!format!("{l:?}").contains("opaque"));
+        assert_ne!(
+            Lookup::new("https://other", b"opaque-token"),
+            l,
+            "per configuration"
+        );
     }
 
     #[test]

@@ -494,16 +494,32 @@ fn wasmplugins_fail_closed_before_authentication_on_the_right_traffic() {
             "{}: selector.matchLabels",
             p.origin
         );
-        // A sidecar's plugin must see inbound traffic only (its outbound calls carry no session);
-        // on a gateway everything is CLIENT traffic.
+        // A validate-mode sidecar sees inbound traffic only; productpage's login plugin also its
+        // outbound side (CLIENT_AND_SERVER), where it only notes the services' 401s (L7+) — and
+        // then it must name those services, or its outbound side would be a login filter; on a
+        // gateway everything is CLIENT traffic.
         let modes: Vec<&str> = spec["match"]
             .as_array()
             .unwrap_or_else(|| panic!("{}: spec.match must say which traffic", p.origin))
             .iter()
             .map(|m| m["mode"].as_str().unwrap_or("UNDEFINED"))
             .collect();
-        let expected = if p.on_gateway() { "CLIENT" } else { "SERVER" };
+        let expected = if p.on_gateway() {
+            "CLIENT"
+        } else if p.filter.is_login() {
+            "CLIENT_AND_SERVER"
+        } else {
+            "SERVER"
+        };
         assert_eq!(modes, vec![expected], "{}: match.mode", p.origin);
+        if expected == "CLIENT_AND_SERVER" {
+            let services = &p.filter.config.login().unwrap().upstream_401_services;
+            assert!(
+                !services.is_empty(),
+                "{}: the outbound side needs upstream_401_services",
+                p.origin
+            );
+        }
     }
 }
 

@@ -68,12 +68,23 @@ impl Host for Envoy {
     }
 
     fn is_outbound(&self) -> bool {
-        // An enum attribute comes as a little-endian int64: 1 INBOUND, 2 OUTBOUND.
-        hostcalls::get_property(vec!["listener_direction"])
-            .ok()
-            .flatten()
-            .and_then(|v| v.first().copied())
-            == Some(2)
+        // An enum attribute comes as a little-endian int64: 1 INBOUND, 2 OUTBOUND. Envoy 1.40
+        // has it as `xds.listener_direction`; older ones as `listener_direction`.
+        let outbound = [
+            vec!["xds", "listener_direction"],
+            vec!["listener_direction"],
+        ]
+        .into_iter()
+        .find_map(|path| hostcalls::get_property(path).ok().flatten())
+        .and_then(|v| v.first().copied())
+            == Some(2);
+        // Istio's gateways run every listener as OUTBOUND: a gateway is never a workload's
+        // outbound side (its node id is `router~…`, a sidecar's `sidecar~…`).
+        outbound
+            && !hostcalls::get_property(vec!["node", "id"])
+                .ok()
+                .flatten()
+                .is_some_and(|id| id.starts_with(b"router~"))
     }
 
     fn response_status(&self) -> u32 {

@@ -15,7 +15,7 @@ export const WASM_IN_CONFIGS = 'target/wasm32-wasip1/release/mesh_oidc.wasm';
 
 /** The demo's ports as envoy/demo.yaml and scripts/demo.sh have them. */
 export const DEFAULT_DEMO_PORTS = Object.freeze({
-  productpage: 8000, details: 9081, reviews: 9082, admin: 9901, provider: 8180,
+  productpage: 8000, details: 9081, reviews: 9082, outbound: 15001, admin: 9901, provider: 8180,
   productpageApp: 9000, detailsApp: 9001, reviewsApp: 9002,
 });
 
@@ -33,6 +33,7 @@ export function demoUrls(ports = DEFAULT_DEMO_PORTS) {
     productpage: u(ports.productpage),
     details: u(ports.details),
     reviews: u(ports.reviews),
+    outbound: u(ports.outbound),
     admin: u(ports.admin),
     provider: u(ports.provider),
     issuer: `${u(ports.provider)}/realms/dev`,
@@ -52,6 +53,7 @@ export function demoEnv({ ports, outDir } = {}) {
       DEMO_PRODUCTPAGE_PORT: String(ports.productpage),
       DEMO_DETAILS_PORT: String(ports.details),
       DEMO_REVIEWS_PORT: String(ports.reviews),
+      DEMO_OUTBOUND_PORT: String(ports.outbound),
       DEMO_ADMIN_PORT: String(ports.admin),
       DEMO_PROVIDER_PORT: String(ports.provider),
       DEMO_PRODUCTPAGE_APP_PORT: String(ports.productpageApp),
@@ -97,6 +99,16 @@ export function run(cmd, args, { cwd = REPO_DIR, env = {}, timeoutMs = 60000 } =
  */
 export function startDemo({ env = {}, ports, outDir, timeoutMs = 120000 } = {}) {
   return run(DEMO_SCRIPT, [], { env: { ...demoEnv({ ports, outDir }), ...env, DEMO_DETACH: '1' }, timeoutMs });
+}
+
+/**
+ * `scripts/demo.sh render`: only the Envoy config, as the demo would run it (`ports` moved, a
+ * fresh session secret), written to `outDir`/envoy.yaml. Returns that path.
+ */
+export async function renderDemoConfig({ ports, outDir, env = {} } = {}) {
+  const r = await run(DEMO_SCRIPT, ['render'], { env: { ...demoEnv({ ports, outDir }), ...env }, timeoutMs: 30000 });
+  if (r.code !== 0) throw new Error(`scripts/demo.sh render exited ${r.code}:\n${r.stdout}\n${r.stderr}`);
+  return r.stdout.trim().split('\n').pop();
 }
 
 /** `scripts/demo.sh stop`: stops what a detached demo started (in `outDir`). */

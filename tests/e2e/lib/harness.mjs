@@ -28,6 +28,7 @@ export class Harness {
     this.outDir = makeOutDir(this.name);
     this.envoys = [];
     this.providers = [];
+    this.logs = []; // other processes' logs: {name, file}
     this.cleanups = [];
   }
 
@@ -37,6 +38,9 @@ export class Harness {
   }
 
   defer(fn) { this.cleanups.push(fn); }
+
+  /** Show this log file (of a process started by hand) too when a test fails. */
+  addLog(name, file) { this.logs.push({ name, file }); }
 
   async startProvider(opts = {}) {
     // numbered before the first await, so that providers started in parallel get their own folder
@@ -78,6 +82,10 @@ export class Harness {
       for (const p of h.providers) {
         out.push(`----- provider log ${p.logFile} -----`);
         out.push(tail(p.log().split('\n').filter((l) => !l.startsWith('REQ ') || /"status":[45]/.test(l)).join('\n'), 60));
+      }
+      for (const l of h.logs) {
+        out.push(`----- ${l.name} log ${l.file} -----`);
+        out.push(tail(fs.existsSync(l.file) ? fs.readFileSync(l.file, 'utf8') : '(no file)', 60));
       }
     };
     add(this);
