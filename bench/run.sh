@@ -10,7 +10,7 @@
 #   BENCH_WARMUP_SECONDS=2     unmeasured wrk run first, on the same fresh Envoy (0: none)
 #   BENCH_CONNECTIONS=16       wrk connections (one wrk thread)
 #   BENCH_SCENARIOS=a,b,...    a subset (baseline jwt_authn jwt_authn_cached noop_wasm validate_bearer
-#                              validate_cookie login_session validate_cold)
+#                              validate_cookie validate_introspect login_session validate_cold)
 #   BENCH_COLD_TOKENS=20000    distinct tokens for validate_cold (signed once, kept in bench/out/tokens)
 #   BENCH_OUT=docs/benchmarks.md
 #   BENCH_PROXY_CPU=1 BENCH_LOAD_CPU=0   where the proxy, and wrk + the upstream, run

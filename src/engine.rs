@@ -156,7 +156,10 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
     let state = std::rc::Rc::new(std::cell::RefCell::new(state));
     vm.borrow_mut().requests.insert(ctx, state.clone());
     if awaits_body {
-        return Outcome::Pause;
+        // Continue from the headers: a Pause here would stop Envoy from handing this filter the
+        // body at all (proxy-wasm turns it into StopAllIteration). The body callback holds the
+        // request until it is whole, then answers it locally.
+        return Outcome::Continue;
     }
     flow::run(h, vm, &state, ctx, true, false)
 }
@@ -291,8 +294,8 @@ fn remember_outbound_401(h: &dyn Host, vm: &VmRef, state: &StateRef, authority: 
     let now = h.now_ms() / 1000;
     let mark = Claim::in_set(OUTBOUND_401_SET, &rid, now + OUTBOUND_401_TTL_SECONDS);
     for _ in 0..4 {
-        let (value, cas) = h.get_shared(&mark.key);
-        let Some(updated) = mark.record(value.as_deref().unwrap_or_default(), now) else {
+        let (value, cas) = h.get_shared_for_update(&mark.key);
+        let Some(updated) = mark.record(&value, now) else {
             return; // already recorded
         };
         if h.set_shared(&mark.key, &updated, cas) {
@@ -353,9 +356,8 @@ pub fn done(h: &dyn Host, vm: &VmRef, ctx: u32) {
     let slots = vm.borrow_mut().forget(ctx);
     for slot in slots {
         let key = crate::flight::key(&slot);
-        let (value, cas) = h.get_shared(&key);
-        if let Some(released) = crate::flight::release(&slot, value.as_deref().unwrap_or_default())
-        {
+        let (value, cas) = h.get_shared_for_update(&key);
+        if let Some(released) = crate::flight::release(&slot, &value) {
             let _ = h.set_shared(&key, &released, cas);
         }
     }

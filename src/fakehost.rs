@@ -323,6 +323,7 @@ pub const CLUSTER: &str = "outbound|8080||keycloak";
 pub struct Proxy {
     pub host: FakeHost,
     pub vm: VmRef,
+    paused_at_headers: RefCell<std::collections::HashSet<u32>>,
 }
 
 impl Proxy {
@@ -333,7 +334,11 @@ impl Proxy {
         let vm = engine::configure(&host, config.to_string().as_bytes())
             .unwrap_or_else(|| panic!("configuration refused: {:?}", host.logs.borrow()));
         *host.vm.borrow_mut() = Some(Rc::downgrade(&vm));
-        Proxy { host, vm }
+        Proxy {
+            host,
+            vm,
+            paused_at_headers: RefCell::default(),
+        }
     }
 
     fn run_in<T>(&self, ctx: u32, f: impl FnOnce() -> T) -> T {
@@ -365,13 +370,22 @@ impl Proxy {
             ..FakeRequest::default()
         };
         self.host.requests.borrow_mut().insert(ctx, req);
-        self.run_in(ctx, || {
+        let outcome = self.run_in(ctx, || {
             engine::request_headers(&self.host, &self.vm, ctx, false)
-        })
+        });
+        if outcome == Outcome::Pause {
+            self.paused_at_headers.borrow_mut().insert(ctx);
+        }
+        outcome
     }
 
-    /// The request's body arrives, whole.
+    /// The request's body arrives, whole — as in Envoy, only when the headers were not paused
+    /// (proxy-wasm turns a Pause at the headers into StopAllIteration: no body callback).
     pub fn body(&self, ctx: u32, body: &[u8]) -> Outcome {
+        assert!(
+            !self.paused_at_headers.borrow().contains(&ctx),
+            "Envoy would never hand this filter the body of request {ctx}: its headers paused"
+        );
         if let Some(r) = self.host.requests.borrow_mut().get_mut(&ctx) {
             r.body = body.to_vec();
         }

@@ -184,13 +184,16 @@ impl<'a> SharedEndings<'a> {
             return false;
         }
         let until = self.now.saturating_add(ENDINGS_TTL);
-        for (set, value) in [(ENDED_SIDS, &ending.sid), (ENDED_SUBS, &ending.sub)] {
-            if let Some(value) = value {
-                // A later ending of the same sub moves its time on: record it again.
-                let claim = Claim::in_set(set, value, until);
-                record_claim(self.h, &claim.refreshed(), self.now);
-            }
-        }
+        // §2.4: a `sid` ends that session only; a token without one ends every session of its
+        // `sub`. (Keycloak sends both: only the session ends.)
+        let (set, value) = match (&ending.sid, &ending.sub) {
+            (Some(sid), _) => (ENDED_SIDS, sid),
+            (None, Some(sub)) => (ENDED_SUBS, sub),
+            (None, None) => return true,
+        };
+        // A later ending of the same sub moves its time on: record it again.
+        let claim = Claim::in_set(set, value, until);
+        record_claim(self.h, &claim.refreshed(), self.now);
         true
     }
 }
@@ -200,8 +203,9 @@ impl Endings for SharedEndings<'_> {
         if sid.is_some_and(|s| self.until_of(ENDED_SIDS, s).is_some()) {
             return true;
         }
+        // Sessions issued before the ending; one issued in its second is the new login.
         sub.and_then(|s| self.until_of(ENDED_SUBS, s))
-            .is_some_and(|until| issued_at <= until.saturating_sub(ENDINGS_TTL))
+            .is_some_and(|until| issued_at < until.saturating_sub(ENDINGS_TTL))
     }
 }
 
@@ -209,8 +213,8 @@ impl Endings for SharedEndings<'_> {
 /// or when the slot could not be written after a few tries.
 fn record_claim(h: &dyn Host, claim: &Claim, now: u64) -> bool {
     for _ in 0..4 {
-        let (value, cas) = h.get_shared(&claim.key);
-        let Some(updated) = claim.record(value.as_deref().unwrap_or_default(), now) else {
+        let (value, cas) = h.get_shared_for_update(&claim.key);
+        let Some(updated) = claim.record(&value, now) else {
             return false;
         };
         if h.set_shared(&claim.key, &updated, cas) {
@@ -480,16 +484,11 @@ fn carry_out(
             slot,
         } => {
             let key = flight::key(&slot);
-            let (value, cas) = h.get_shared(&key);
-            let plan = flight::plan(
-                &slot,
-                value.as_deref().unwrap_or_default(),
-                h.now_ms(),
-                env.config.timeout_ms,
-            );
+            let (value, cas) = h.get_shared_for_update(&key);
+            let plan = flight::plan(&slot, &value, h.now_ms(), env.config.timeout_ms);
             // L5+: a sibling's earlier success for this very token, kept in case the provider
             // says the token was spent (rotation): then that answer is the user's session.
-            let fallback = flight::previous_success(&slot, value.as_deref().unwrap_or_default());
+            let fallback = flight::previous_success(&slot, &value);
             // Whether this request owns the shared slot (and publishes its answer), or refreshes
             // unshared because the slot is busy with another token.
             let owned = match plan {

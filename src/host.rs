@@ -61,6 +61,19 @@ pub trait Host {
     /// False when `cas` is given and no longer current (another VM wrote first).
     fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
 
+    /// Reads a key for a compare-and-set write. A key never written has no CAS, and a write
+    /// without one always succeeds — two VMs could both "win" it — so such a key is first
+    /// written empty and read again: then exactly one of two racing writers wins.
+    fn get_shared_for_update(&self, key: &str) -> (Vec<u8>, Option<u32>) {
+        let (value, cas) = self.get_shared(key);
+        if cas.is_some() {
+            return (value.unwrap_or_default(), cas);
+        }
+        let _ = self.set_shared(key, b"", None);
+        let (value, cas) = self.get_shared(key);
+        (value.unwrap_or_default(), cas)
+    }
+
     /// Makes `context_id` the target of the following calls; false when it no longer exists.
     fn enter(&self, context_id: u32) -> bool;
     fn fill_random(&self, buf: &mut [u8]);

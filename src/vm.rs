@@ -193,8 +193,8 @@ pub fn maybe_fetch(h: &dyn Host, vm: &VmRef, now_ms: u64) {
         }
         (v.lease_key.clone(), v.config.clone())
     };
-    let (lease, cas) = h.get_shared(&lease_key);
-    if !keystore::lease_is_free(now_ms, lease.as_deref()) {
+    let (lease, cas) = h.get_shared_for_update(&lease_key);
+    if !keystore::lease_is_free(now_ms, Some(&lease)) {
         return;
     }
     let until = now_ms
@@ -263,8 +263,8 @@ pub fn maybe_preflight(h: &dyn Host, vm: &VmRef) {
     };
     // One VM of the process checks (the others would say the same).
     let flag = format!("mesh-oidc/preflight/{}/{}", config.cluster, discovery.url);
-    let (seen, cas) = h.get_shared(&flag);
-    if seen.is_some() || !h.set_shared(&flag, b"1", cas) {
+    let (seen, cas) = h.get_shared_for_update(&flag);
+    if !seen.is_empty() || !h.set_shared(&flag, b"1", cas) {
         return;
     }
     let headers = [

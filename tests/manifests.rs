@@ -799,6 +799,146 @@ fn optional_istio_jwt_policy_matches_the_validate_plugins() {
     );
 }
 
+/// The defence in depth that makes a missing validate-mode plugin fail closed: every workload a
+/// validate plugin runs on has an ALLOW policy in istio/security.yaml whose every rule either
+/// requires a token of the plugin's issuer obtained by one of its authorized parties, or opens
+/// only paths the plugin opens too (its skip_paths). A call without a token then gets 403 from
+/// Istio where the plugin is not in the listener.
+#[test]
+fn istio_policy_refuses_tokenless_calls_where_the_validate_plugins_run() {
+    let origin = "istio/security.yaml";
+    let docs = yaml_docs(origin);
+    for p in wasm_plugins().iter().filter(|p| !p.filter.is_login()) {
+        let app = &p.doc["spec"]["selector"]["matchLabels"]["app"];
+        let issuer = &p.filter.config.rules.issuer;
+        let parties = &p.filter.config.rules.authorized_parties;
+        let skip_paths = strings(&p.filter.raw["skip_paths"]);
+        let policies: Vec<&Json> = docs
+            .iter()
+            .filter(|d| d["kind"] == "AuthorizationPolicy")
+            .filter(|d| d["spec"]["selector"]["matchLabels"]["app"] == *app)
+            .collect();
+        assert_eq!(
+            policies.len(),
+            1,
+            "{origin}: one AuthorizationPolicy for app {app} (where {} runs)",
+            p.origin
+        );
+        let policy = policies[0];
+        assert_eq!(policy["apiVersion"], "security.istio.io/v1", "{origin}");
+        assert_eq!(policy["spec"]["action"], "ALLOW", "{origin}: app {app}");
+        let rules = policy["spec"]["rules"].as_array().unwrap();
+        assert!(!rules.is_empty(), "{origin}: app {app}: no rules");
+        for rule in rules {
+            let principals: Vec<String> = rule["from"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|f| strings(&f["source"]["requestPrincipals"]))
+                .collect();
+            if principals.is_empty() {
+                // No token asked for: only the paths the plugin leaves open.
+                assert!(rule["from"].is_null(), "{origin}: app {app}: {rule}");
+                assert!(rule["when"].is_null(), "{origin}: app {app}: {rule}");
+                let operations = rule["to"].as_array().unwrap();
+                for op in operations {
+                    let paths = strings(&op["operation"]["paths"]);
+                    assert!(!paths.is_empty(), "{origin}: app {app}: {rule}");
+                    for path in paths {
+                        assert!(
+                            skip_paths.contains(&path),
+                            "{origin}: app {app} opens {path} without a token, {} does not",
+                            p.origin
+                        );
+                    }
+                }
+                continue;
+            }
+            for principal in &principals {
+                assert_eq!(
+                    principal,
+                    &format!("{issuer}/*"),
+                    "{origin}: app {app}: tokens of the plugin's issuer only"
+                );
+            }
+            let azp: Vec<String> = rule["when"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|w| w["key"] == "request.auth.claims[azp]")
+                .flat_map(|w| strings(&w["values"]))
+                .collect();
+            assert!(
+                !azp.is_empty() && azp.iter().all(|a| parties.contains(a)),
+                "{origin}: app {app}: azp must be one of {parties:?}, as for {}",
+                p.origin
+            );
+        }
+    }
+}
+
+/// The gateway variant's login runs on the HTTPS server's listener only. Istio matches
+/// `match.ports` against the gateway listener's port: the Service's targetPort for the Gateway
+/// server's port (8443 for the `istio-ingressgateway` of istioctl, 443 for the Helm chart
+/// istio/gateway). The http server only redirects to https, from Envoy's router, after the
+/// filter: the filter must not run there.
+#[test]
+fn gateway_login_runs_on_the_https_listener_only() {
+    // Service port -> the listener ports it becomes: Helm's istio/gateway, istioctl's gateway.
+    fn listener_ports(service_port: u64) -> Vec<u64> {
+        match service_port {
+            443 => vec![443, 8443],
+            80 => vec![80, 8080],
+            other => vec![other],
+        }
+    }
+    let origin = "istio/gateway/gateway.yaml";
+    let gateway = yaml_docs(origin)
+        .into_iter()
+        .find(|d| d["kind"] == "Gateway")
+        .unwrap_or_else(|| panic!("{origin}: no Gateway"));
+    let servers = gateway["spec"]["servers"].as_array().unwrap();
+    let ports_of = |protocol: &str| -> BTreeSet<u64> {
+        servers
+            .iter()
+            .filter(|s| s["port"]["protocol"] == protocol)
+            .flat_map(|s| listener_ports(s["port"]["number"].as_u64().unwrap()))
+            .collect()
+    };
+    let https = ports_of("HTTPS");
+    let http = ports_of("HTTP");
+    assert!(!https.is_empty(), "{origin}: no HTTPS server");
+    for server in servers.iter().filter(|s| s["port"]["protocol"] == "HTTP") {
+        assert_eq!(
+            server["tls"]["httpsRedirect"], true,
+            "{origin}: the http server must redirect to https"
+        );
+    }
+    let on_gateway: Vec<WasmPlugin> = wasm_plugins()
+        .into_iter()
+        .filter(WasmPlugin::on_gateway)
+        .collect();
+    assert!(!on_gateway.is_empty(), "no WasmPlugin on the gateway");
+    for p in &on_gateway {
+        for m in p.doc["spec"]["match"].as_array().unwrap() {
+            let ports: BTreeSet<u64> = m["ports"]
+                .as_array()
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{}: match.ports must name the https listener (without ports the \
+                         filter also runs on http)",
+                        p.origin
+                    )
+                })
+                .iter()
+                .map(|port| port["number"].as_u64().unwrap())
+                .collect();
+            assert_eq!(ports, https, "{}: match.ports", p.origin);
+            assert!(ports.is_disjoint(&http), "{}: match.ports", p.origin);
+        }
+    }
+}
+
 #[test]
 fn kustomizations_name_existing_files() {
     for file in yaml_files("istio") {

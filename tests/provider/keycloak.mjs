@@ -22,6 +22,10 @@
 //   redirectUris            REDIRECT_URIS             comma separated in the env var
 //   postLogoutRedirectUris  POST_LOGOUT_REDIRECT_URIS comma separated in the env var
 //   clientSecret            CLIENT_SECRET             secret of "productpage" (and "productpage-post")
+//   backchannelLogoutUri    BACKCHANNEL_LOGOUT_URI    the default clients' backchannel_logout_uri (Keycloak's
+//                                                     "Backchannel logout URL"); unset: no back-channel logout
+//   backchannelLogoutSessionRequired                  default true (Keycloak's default): the logout token
+//                           BACKCHANNEL_LOGOUT_SESSION_REQUIRED   carries `sid`; false: only `sub`
 //   stateFile               STATE_FILE                sessions/tokens are saved there on SIGTERM and loaded at start,
 //                                                     so a restart (key rotation) keeps logged-in users logged in
 //   clients, users          (file only)               replace the default clients / users
@@ -31,11 +35,34 @@
 //   REQ {"method":..,"path":..,"host":..,"status":..,"auth":..,"grant":..,"ms":..}   one line per request
 //                                                  (grant: the grant_type of a token request oidc-provider handled)
 //
+//   BACKCHANNEL {"client":..,"sid":..,"ok":..,"error":..}   one line per logout token sent (back-channel logout)
+//
 // The login form also takes a "cancel" field (Keycloak's Cancel button): the login ends with
 // error=access_denied at the client's redirect_uri.
 //
-// Test-only control endpoint (same port):  POST /__control  {"delayMs":{"token":3000},"failStatus":{"certs":500}}
-// (keys: auth, token, certs, logout, userinfo, introspect, discovery). {} resets.
+// As Keycloak, the revocation endpoint also takes the JWT access tokens (RFC 7009; Keycloak keeps
+// a list of revoked ones): introspection and userinfo then refuse them. Refresh tokens are
+// oidc-provider's own (revoking one revokes its grant).
+//
+// Opaque access tokens (Keycloak issues none; other providers do): an authorization request with
+// resource=urn:mesh-oidc:opaque (RFC 8707) gets an opaque access token for that resource, which
+// only the introspection endpoint can judge.
+//
+// Back-channel logout (OpenID Connect Back-Channel Logout 1.0) is on: a client with a
+// backchannel_logout_uri gets a logout token when a session it is part of ends at the provider
+// (RP-initiated logout, or the admin logout below). Outgoing calls are allowed to any address
+// (oidc-provider refuses loopback and private ones by default; the tests' Envoys are on 127.0.0.1,
+// and in a cluster Keycloak calls the client's Service on its cluster IP).
+//
+// Test-only endpoints (same port):
+//   POST /__control  {"delayMs":{"token":3000},"failStatus":{"certs":500}}
+//        (keys: auth, token, certs, logout, userinfo, introspect, revoke, discovery). {} resets.
+//   POST /__admin/logout    {"username":"alice"}  ends every session of the user as Keycloak's admin
+//        console does (Users → Sessions → Sign out): a logout token to each client of the session that
+//        has a backchannel_logout_uri, then its grants revoked and the session removed. Answers
+//        {"sessions":n,"backchannel":[{"client","sid","ok","error"}]}.
+//   GET  /__admin/sessions?username=alice   the user's live sessions: [{"sid","clients":{clientId:
+//        {"grantId","refreshTokens":[..]}}}] (the refresh tokens are the opaque values themselves).
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -84,6 +111,8 @@ const cfg = {
   redirectUris: pick(fileConfig.redirectUris, envList('REDIRECT_URIS'), ['http://127.0.0.1/callback']),
   postLogoutRedirectUris: pick(fileConfig.postLogoutRedirectUris, envList('POST_LOGOUT_REDIRECT_URIS'), ['http://127.0.0.1/']),
   clientSecret: pick(fileConfig.clientSecret, process.env.CLIENT_SECRET, 'productpage-secret'),
+  backchannelLogoutUri: pick(fileConfig.backchannelLogoutUri, process.env.BACKCHANNEL_LOGOUT_URI || undefined),
+  backchannelLogoutSessionRequired: pick(fileConfig.backchannelLogoutSessionRequired, envBool('BACKCHANNEL_LOGOUT_SESSION_REQUIRED'), true),
   stateFile: pick(fileConfig.stateFile, process.env.STATE_FILE),
   cookieKeys: pick(fileConfig.cookieKeys, ['mesh-oidc-test-provider-cookie-key-1']),
 };
@@ -92,6 +121,7 @@ const REALM_PATH = `/realms/${cfg.realm}`;
 const OIDC_PATH = '/protocol/openid-connect';
 const LOGIN_ACTION_PATH = `${REALM_PATH}/login-actions/authenticate`;
 const ACCOUNT_RESOURCE = `urn:keycloak:realm:${cfg.realm}:account`;
+const OPAQUE_RESOURCE = 'urn:mesh-oidc:opaque';
 
 // Keycloak's default client scopes; only profile and email carry claims here.
 const SCOPES = ['openid', 'offline_access', 'profile', 'email', 'roles', 'web-origins', 'acr', 'basic', 'address', 'phone'];
@@ -132,6 +162,10 @@ function clientDefaults(c) {
     post_logout_redirect_uris: cfg.postLogoutRedirectUris,
     id_token_signed_response_alg: 'RS256',
     require_auth_time: true,
+    ...(cfg.backchannelLogoutUri ? {
+      backchannel_logout_uri: cfg.backchannelLogoutUri,
+      backchannel_logout_session_required: cfg.backchannelLogoutSessionRequired,
+    } : {}),
     ...c,
   };
 }
@@ -371,6 +405,7 @@ const configuration = {
     encryption: { enabled: true }, // so that the RSA-OAEP "enc" key is accepted and published
     introspection: { enabled: true },
     revocation: { enabled: true },
+    backchannelLogout: { enabled: true },
     userinfo: { enabled: true },
     rpInitiatedLogout: {
       enabled: true,
@@ -397,6 +432,14 @@ const configuration = {
       defaultResource: async (_ctx, _client, oneOf) => oneOf ?? ACCOUNT_RESOURCE,
       useGrantedResource: async () => true,
       getResourceServerInfo: async (_ctx, resourceIndicator) => {
+        if (resourceIndicator === OPAQUE_RESOURCE) {
+          return {
+            scope: SCOPES.join(' '),
+            audience: 'opaque-api',
+            accessTokenTTL: cfg.accessTokenTtl,
+            accessTokenFormat: 'opaque',
+          };
+        }
         if (resourceIndicator !== ACCOUNT_RESOURCE) throw new oidcErrors.InvalidTarget();
         return {
           scope: SCOPES.join(' '),
@@ -485,6 +528,11 @@ const configuration = {
     ctx.body = errorPage(out.error_description || out.error || 'Unexpected error when handling authentication request to identity provider.');
   },
   clientBasedCORS: () => false,
+  // Back-channel logout tokens go to the tests' Envoys on 127.0.0.1: no SSRF filter on outgoing calls.
+  fetch: (url, options) => {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
 };
 
 let provider;
@@ -510,7 +558,13 @@ function makeProvider() {
       } catch { /* opaque token */ }
     }
   });
-  for (const ev of ['server_error', 'grant.error', 'end_session.error', 'introspection.error', 'userinfo.error', 'authorization.error', 'jwks.error', 'discovery.error']) {
+  provider.on('backchannel.success', (_ctx, client, _accountId, sid) => {
+    process.stdout.write(`BACKCHANNEL ${JSON.stringify({ client: client.clientId, sid, ok: true })}\n`);
+  });
+  provider.on('backchannel.error', (_ctx, err, client, _accountId, sid) => {
+    process.stdout.write(`BACKCHANNEL ${JSON.stringify({ client: client.clientId, sid, ok: false, error: err?.message })}\n`);
+  });
+  for (const ev of ['server_error', 'grant.error', 'end_session.error', 'introspection.error', 'revocation.error', 'userinfo.error', 'authorization.error', 'jwks.error', 'discovery.error']) {
     provider.on(ev, (_ctx, err) => {
       console.error(`[provider] ${ev}: ${err?.name ?? ''} ${err?.message ?? err}${err?.error_description ? ` (${err.error_description})` : ''}`);
     });
@@ -532,6 +586,7 @@ function routeKey(pathname) {
     case `${OIDC_PATH}/logout`: return 'logout';
     case `${OIDC_PATH}/userinfo`: return 'userinfo';
     case `${OIDC_PATH}/token/introspect`: return 'introspect';
+    case `${OIDC_PATH}/revoke`: return 'revoke';
     case '/.well-known/openid-configuration': return 'discovery';
     default: return undefined;
   }
@@ -707,6 +762,7 @@ async function verifyOurAccessToken(token) {
     const pub = { keys: jwks.keys.filter((k) => k.use !== 'enc').map(({ d, p, q, dp, dq, qi, ...rest }) => rest) };
     const { payload } = await jwtVerify(token, createLocalJWKSet(pub), { issuer: issuer(), algorithms: ['RS256', 'PS256', 'ES256'] });
     if (!sessionAlive(payload.sid)) return undefined;
+    if (typeof payload.jti === 'string' && liveEntry(`RevokedAccessToken:${payload.jti}`)) return undefined;
     return payload;
   } catch {
     return undefined;
@@ -778,6 +834,117 @@ async function introspect(req, res, bodyText) {
   }));
 }
 
+// Revocation of JWT access tokens, as Keycloak does it (oidc-provider refuses structured tokens):
+// the token's jti is kept until the token expires, and introspection and userinfo refuse it.
+// Anything else (refresh tokens, opaque access tokens) goes on to oidc-provider.
+async function revokeJwt(req, res, bodyText) {
+  const form = new URLSearchParams(bodyText);
+  const client = authenticateClient(req, form);
+  if (!client) {
+    send(res, 401, 'application/json', JSON.stringify({ error: 'invalid_client', error_description: 'Authentication failed.' }));
+    return;
+  }
+  const payload = await verifyOurAccessToken(form.get('token') ?? '');
+  if (payload) {
+    if (payload.azp !== client.client_id) {
+      send(res, 400, 'application/json', JSON.stringify({ error: 'unauthorized_client', error_description: 'Unmatching clients' }));
+      return;
+    }
+    entries.set(`RevokedAccessToken:${payload.jti}`, { payload: { jti: payload.jti }, exp: payload.exp * 1000 });
+  }
+  // RFC 7009: an invalid or unknown token is not an error
+  send(res, 200, 'application/json', '');
+}
+
+// ---------------------------------------------------------------------------------------------
+// test-only administration: a user's sessions, and Keycloak's admin "Sign out"
+
+function sessionsOf(user) {
+  const out = [];
+  for (const [key] of [...entries]) {
+    if (!key.startsWith('Session:')) continue;
+    const e = liveEntry(key);
+    if (e && e.payload.accountId === user.id) out.push({ key, session: e.payload });
+  }
+  return out;
+}
+
+function refreshTokensOf(grantId) {
+  const out = [];
+  for (const [key] of [...entries]) {
+    if (!key.startsWith('RefreshToken:')) continue;
+    const e = liveEntry(key);
+    if (e && e.payload.grantId === grantId && !e.payload.consumed) out.push(key.slice('RefreshToken:'.length));
+  }
+  return out;
+}
+
+function adminSessions(user) {
+  return sessionsOf(user).map(({ session }) => {
+    const clients = {};
+    let sid;
+    for (const [clientId, a] of Object.entries(session.authorizations ?? {})) {
+      sid ??= a.sid;
+      clients[clientId] = { sid: a.sid, grantId: a.grantId, refreshTokens: a.grantId ? refreshTokensOf(a.grantId) : [] };
+    }
+    return { sid, clients };
+  });
+}
+
+async function adminLogout(user) {
+  const sessions = sessionsOf(user);
+  const sends = [];
+  for (const { session } of sessions) {
+    for (const [clientId, a] of Object.entries(session.authorizations ?? {})) {
+      sends.push((async () => {
+        const client = await provider.Client.find(clientId);
+        if (!client?.backchannelLogoutUri) return undefined;
+        let out;
+        try {
+          await client.backchannelLogout(user.id, a.sid);
+          out = { client: clientId, sid: a.sid, ok: true };
+        } catch (err) {
+          out = { client: clientId, sid: a.sid, ok: false, error: err?.message ?? String(err) };
+        }
+        process.stdout.write(`BACKCHANNEL ${JSON.stringify(out)}\n`);
+        return out;
+      })());
+    }
+  }
+  // every logout token at once (each call gives up after 2.5 s), then the sessions end
+  const backchannel = (await Promise.all(sends)).filter(Boolean);
+  for (const { key, session } of sessions) {
+    for (const a of Object.values(session.authorizations ?? {})) {
+      if (a.grantId) {
+        await new StoreAdapter('Grant').revokeByGrantId(a.grantId);
+        entries.delete(`Grant:${a.grantId}`);
+      }
+    }
+    entries.delete(key);
+  }
+  return { sessions: sessions.length, backchannel };
+}
+
+async function handleAdmin(req, res, url) {
+  const username = req.method === 'POST'
+    ? String(JSON.parse((await readBody(req)) || '{}').username ?? '')
+    : String(url.searchParams.get('username') ?? '');
+  const user = users.find((u) => u.username === username.toLowerCase());
+  if (!user) {
+    send(res, 404, 'application/json', JSON.stringify({ error: 'User not found' }));
+    return;
+  }
+  if (url.pathname === '/__admin/logout' && req.method === 'POST') {
+    send(res, 200, 'application/json', JSON.stringify(await adminLogout(user)));
+    return;
+  }
+  if (url.pathname === '/__admin/sessions' && req.method === 'GET') {
+    send(res, 200, 'application/json', JSON.stringify(adminSessions(user)));
+    return;
+  }
+  send(res, 404, 'application/json', JSON.stringify({ error: 'not found' }));
+}
+
 function realmInfo(res) {
   const sig = jwks.keys.find((k) => k.use !== 'enc' && k.kty === 'RSA');
   const spki = sig ? crypto.createPublicKey({ key: { kty: sig.kty, n: sig.n, e: sig.e }, format: 'jwk' }).export({ type: 'spki', format: 'der' }).toString('base64') : undefined;
@@ -799,6 +966,14 @@ async function handle(req, res) {
     control.delayMs = body.delayMs ?? {};
     control.failStatus = body.failStatus ?? {};
     send(res, 200, 'application/json', JSON.stringify(control));
+    return;
+  }
+  if (path.startsWith('/__admin/')) {
+    if (!providerCallback) {
+      send(res, 503, 'application/json', JSON.stringify({ error: 'starting' }));
+      return;
+    }
+    await handleAdmin(req, res, url);
     return;
   }
   if (path === '/health' || path === '/health/ready' || path === '/health/live') {
@@ -841,6 +1016,19 @@ async function handle(req, res) {
       return;
     }
     // not a JWT (a refresh token): let oidc-provider answer
+    const headers = { ...req.headers, 'content-length': String(Buffer.byteLength(bodyText)) };
+    delete headers['transfer-encoding'];
+    const r = await selfRequest('POST', req.url, headers, bodyText);
+    relay(res, r);
+    return;
+  }
+  if (path === `${REALM_PATH}${OIDC_PATH}/revoke` && req.method === 'POST' && !req.headers['x-kc-internal']) {
+    const bodyText = await readBody(req);
+    const token = new URLSearchParams(bodyText).get('token') ?? '';
+    if (token.split('.').length === 3) {
+      await revokeJwt(req, res, bodyText);
+      return;
+    }
     const headers = { ...req.headers, 'content-length': String(Buffer.byteLength(bodyText)) };
     delete headers['transfer-encoding'];
     const r = await selfRequest('POST', req.url, headers, bodyText);

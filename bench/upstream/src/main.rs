@@ -1,9 +1,11 @@
 //! bench-upstream: the service behind the proxy in the benchmark, and the key-set server.
 //!
-//!   bench-upstream <port> <jwks-file> <jwks-path>
+//!   bench-upstream <port> <jwks-file> <jwks-path> [<introspection-file> <introspection-path>]
 //!
 //! Listens on 127.0.0.1:<port>, HTTP/1.1 with keep-alive, one thread per connection:
 //! - GET <jwks-path>: the contents of <jwks-file> (application/json);
+//! - <introspection-path> (any method, the body skipped): the contents of <introspection-file>, the
+//!   provider's RFC 7662 answer for whatever token is asked about;
 //! - GET /echo/...: a small JSON body, and the request's `authorization`, `cookie` and `x-user`
 //!   headers echoed back as `x-echo-<name>` (the benchmark's correctness checks use it);
 //! - anything else: the same small JSON body (what the measured requests get).
@@ -22,6 +24,7 @@ const ECHOED: [&str; 3] = ["authorization", "cookie", "x-user"];
 struct Site {
     jwks_path: String,
     jwks: Vec<u8>,
+    introspection: Option<(String, Vec<u8>)>,
     plain: Vec<u8>,
 }
 
@@ -67,6 +70,8 @@ fn answer(site: &Site, head: &[u8]) -> Result<(Vec<u8>, usize), ()> {
     }
     let out = if path == site.jwks_path {
         site.jwks.clone()
+    } else if let Some((_, answer)) = site.introspection.as_ref().filter(|(p, _)| p == path) {
+        answer.clone()
     } else if echoing {
         response("200 OK", &echo, BODY.as_bytes())
     } else {
@@ -120,8 +125,8 @@ fn serve(site: Arc<Site>, mut stream: TcpStream) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 4 {
-        eprintln!("usage: bench-upstream <port> <jwks-file> <jwks-path>");
+    if args.len() != 4 && args.len() != 6 {
+        eprintln!("usage: bench-upstream <port> <jwks-file> <jwks-path> [<introspection-file> <introspection-path>]");
         std::process::exit(2);
     }
     let port: u16 = args[1].parse().unwrap_or_else(|_| {
@@ -132,9 +137,17 @@ fn main() {
         eprintln!("bench-upstream: {}: {e}", args[2]);
         std::process::exit(2);
     });
+    let introspection = (args.len() == 6).then(|| {
+        let answer = std::fs::read(&args[4]).unwrap_or_else(|e| {
+            eprintln!("bench-upstream: {}: {e}", args[4]);
+            std::process::exit(2);
+        });
+        (args[5].clone(), response("200 OK", "", &answer))
+    });
     let site = Arc::new(Site {
         jwks_path: args[3].clone(),
         jwks: response("200 OK", "", &jwks),
+        introspection,
         plain: response("200 OK", "", BODY.as_bytes()),
     });
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| {

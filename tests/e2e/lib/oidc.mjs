@@ -22,6 +22,7 @@ export function endpoints(issuer) {
     endSession: `${p}/logout`,
     userinfo: `${p}/userinfo`,
     introspection: `${p}/token/introspect`,
+    revocation: `${p}/revoke`,
   };
 }
 

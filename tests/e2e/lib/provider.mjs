@@ -18,7 +18,8 @@ import { request } from './http.mjs';
  * @param {number} [opts.port]                     default: a free port
  * @param {string} [opts.outDir]                   logs, key file, config, state file
  * @param {object} [opts.config]                   more provider settings (see keycloak.mjs header)
- * @returns {Promise<{port, issuer, publicUrl, keys, pid, stop, restart, requests, clearRequests, log, control, outDir}>}
+ * @returns {Promise<{port, issuer, publicUrl, keys, pid, stop, restart, requests, clearRequests, log, control,
+ *   adminLogout, sessions, outDir}>}
  */
 export async function startProvider(opts = {}) {
   const dir = opts.outDir ?? makeOutDir(['provider', `p-${process.pid}-${Date.now()}`]);
@@ -123,6 +124,21 @@ export async function startProvider(opts = {}) {
       if (res.status !== 200) throw new Error(`control failed: ${res.status}`);
     },
     get alive() { return Boolean(state.proc && !state.proc.exitInfo); },
+    /**
+     * Keycloak's admin "Sign out" of every session of a user: logout tokens to the clients with a
+     * backchannel_logout_uri, then the sessions end. Returns {sessions, backchannel: [{client, sid, ok, error}]}.
+     */
+    async adminLogout(username) {
+      const res = await request(`http://127.0.0.1:${port}/__admin/logout`, { method: 'POST', body: { username } });
+      if (res.status !== 200) throw new Error(`admin logout failed: ${res.status} ${res.body}`);
+      return JSON.parse(res.body);
+    },
+    /** A user's live sessions: [{sid, clients: {clientId: {sid, grantId, refreshTokens: [...]}}}]. */
+    async sessions(username) {
+      const res = await request(`http://127.0.0.1:${port}/__admin/sessions?username=${encodeURIComponent(username)}`);
+      if (res.status !== 200) throw new Error(`sessions failed: ${res.status} ${res.body}`);
+      return JSON.parse(res.body);
+    },
   };
   return handle;
 }
