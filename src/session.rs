@@ -37,11 +37,42 @@ pub struct Transaction {
 
 /// What logout and refresh need (L2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(try_from = "SealedSession")]
 pub struct Session {
     #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+}
+
+/// A session as it is read from a sealed value. Both kinds are sealed with the same key, and a
+/// sealed transaction also reads as a session, its `r` (the redirect URI) as the refresh token:
+/// a transaction cookie put in the session cookie would start refreshes with it. Its own fields
+/// tell it apart (found by fuzzing, docs/fuzzing.md).
+#[derive(Deserialize)]
+struct SealedSession {
+    #[serde(rename = "i", default)]
+    id_token: Option<String>,
+    #[serde(rename = "r", default)]
+    refresh_token: Option<String>,
+    #[serde(rename = "s", default)]
+    state: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "v", default)]
+    verifier: Option<serde::de::IgnoredAny>,
+}
+
+impl TryFrom<SealedSession> for Session {
+    type Error = &'static str;
+
+    fn try_from(sealed: SealedSession) -> Result<Session, Self::Error> {
+        if sealed.state.is_some() || sealed.verifier.is_some() {
+            return Err("a sealed login transaction, not a session");
+        }
+        Ok(Session {
+            id_token: sealed.id_token,
+            refresh_token: sealed.refresh_token,
+        })
+    }
 }
 
 /// Seals with the first key of `session_secret`, opens with any of them (rotation).
@@ -450,6 +481,26 @@ mod tests {
         assert_eq!(other.open::<Session>(&sealed, 1001), None);
         assert_eq!(s.open::<Session>("garbage", 1001), None);
         assert_eq!(s.open::<Session>("a.b.c.d.e", 1001), None);
+    }
+
+    /// Fuzzing found this (docs/fuzzing.md): a sealed transaction opened as a session, with its
+    /// redirect URI as the refresh token.
+    #[test]
+    fn a_sealed_transaction_is_not_a_session() {
+        let s = sealer();
+        let tx = Transaction {
+            state: "st".into(),
+            nonce: "no".into(),
+            verifier: "ve".into(),
+            path: "/p".into(),
+            redirect_uri: "https://app/callback".into(),
+        };
+        let sealed = s.seal(&tx, 1000, 600).unwrap();
+        assert_eq!(s.open::<Transaction>(&sealed, 1001), Some(tx));
+        assert_eq!(s.open::<Session>(&sealed, 1001), None);
+        let sealed = s.seal(session(), 1000, 600).unwrap();
+        assert_eq!(s.open::<Session>(&sealed, 1001), Some(session()));
+        assert_eq!(s.open::<Transaction>(&sealed, 1001), None);
     }
 
     #[test]
