@@ -182,6 +182,10 @@ fn chunk_index(name: &[u8], base: &str) -> Option<usize> {
         return Some(0);
     }
     let digits = rest.strip_prefix(b"_")?;
+    // Digits only: `usize::from_str` also takes a sign (`_+2`).
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
     let n: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
     (n > 0 && n < MAX_CHUNKS && digits.first() != Some(&b'0')).then_some(n)
 }
@@ -501,6 +505,31 @@ mod tests {
         let sealed = s.seal(session(), 1000, 600).unwrap();
         assert_eq!(s.open::<Session>(&sealed, 1001), Some(session()));
         assert_eq!(s.open::<Transaction>(&sealed, 1001), None);
+    }
+
+    /// Fuzzing found this (docs/fuzzing.md): `access_token_+2` counted as chunk 2, since
+    /// `usize::from_str` takes a `+`; with another chunk 2 the request was a conflict.
+    #[test]
+    fn a_chunk_number_is_digits_only() {
+        let names = Names::new("access_token");
+        for name in [
+            "access_token_+2",
+            "access_token_-1",
+            "access_token_ 1",
+            "access_token_02",
+        ] {
+            assert_eq!(chunk_index(name.as_bytes(), "access_token"), None, "{name}");
+        }
+        assert_eq!(chunk_index(b"access_token_2", "access_token"), Some(2));
+        let header = b"access_token=a; access_token_1=b; access_token_2=c; access_token_+2=x";
+        assert_eq!(
+            credential(&[], header, &names),
+            Credential::One {
+                token: std::borrow::Cow::Owned(b"abc".to_vec()),
+                from_cookie: true,
+                merged_authorization: false,
+            }
+        );
     }
 
     #[test]
