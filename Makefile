@@ -5,6 +5,7 @@
 #   make test    lint + native unit tests + end-to-end tests in a real Envoy
 #   make demo    Bookinfo (productpage, details, reviews) behind the filter and a local provider
 #   make bench   cost per request, side by side with Envoy's jwt_authn (never part of make test)
+#   make fuzz    every fuzz target for FUZZ_SECONDS (default 60) each, executions per target
 #   make image   the OCI image Istio pulls (needs Docker; IMAGE=registry/name:tag)
 
 SHELL := /bin/bash
@@ -22,7 +23,7 @@ NODE_MODULES := tests/node_modules/.package-lock.json
 DEB_PACKAGES := chromium chromium-driver binaryen glewlwyd
 DEB_COMMANDS := chromium chromedriver wasm-opt glewlwyd
 
-.PHONY: setup system-packages build unit lint e2e test demo bench image clean
+.PHONY: setup system-packages build unit lint e2e test demo bench fuzz image clean
 
 setup: system-packages .stamp-wasm-target $(ENVOY_STAMP) $(NODE_MODULES)
 
@@ -91,6 +92,13 @@ demo: setup build
 
 bench: setup build
 	./bench/run.sh
+
+# cargo-fuzz targets for every parser and decision that takes outside bytes (docs/fuzzing.md): one
+# after the other, FUZZ_SECONDS each; installs cargo-fuzz and the nightly toolchain when missing.
+# FUZZ_TARGETS="paths cookies" runs a subset. Fails on any crash (the input is in fuzz/artifacts/).
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
 
 # The image Istio's agent pulls: one layer holding plugin.wasm (istio/Dockerfile), for linux/amd64,
 # and no attestation, so that the tag names that one image and not an index (the agent picks the

@@ -101,11 +101,15 @@ impl Claim {
         } else if live.iter().any(|(d, _)| *d == self.digest) {
             return None;
         }
-        live.push((self.digest, self.until));
-        if live.len() > PER_SLOT {
+        // The state being recorded is always kept: were it evicted at once (a slot full of
+        // entries that live longer, as when a plugin version with a longer transaction lifetime
+        // shares the process), the exchange would go ahead and the state would not be refused
+        // next time. Found by fuzzing (docs/fuzzing.md).
+        if live.len() >= PER_SLOT {
             live.sort_by_key(|(_, until)| std::cmp::Reverse(*until));
-            live.truncate(PER_SLOT);
+            live.truncate(PER_SLOT - 1);
         }
+        live.push((self.digest, self.until));
         let mut out = Vec::with_capacity(live.len() * ENTRY_LEN);
         for (digest, until) in live {
             out.extend_from_slice(&digest);
@@ -150,6 +154,25 @@ mod tests {
         );
         // Garbage in the slot is ignored, never a panic.
         assert!(Claim::new("x", 2000).record(&[1, 2, 3], 1000).is_some());
+    }
+
+    /// Fuzzing found this: a full slot whose entries all outlive the new state evicted the new
+    /// state at once, so the same state was accepted again.
+    #[test]
+    fn a_state_recorded_into_a_full_slot_of_longer_lived_entries_is_kept() {
+        let mut slot = Vec::new();
+        for i in 0..PER_SLOT as u64 {
+            slot = Claim::new(&format!("long{i}"), 9_000 + i)
+                .record(&slot, 1000)
+                .unwrap();
+        }
+        let short = Claim::new("short-lived", 1_600);
+        let slot = short.record(&slot, 1000).unwrap();
+        assert_eq!(slot.len(), PER_SLOT * ENTRY_LEN);
+        assert_eq!(short.record(&slot, 1001), None, "replayed");
+        // The entry closest to expiry among the others made room.
+        assert!(Claim::new("long0", 1).record(&slot, 1001).is_some());
+        assert_eq!(Claim::new("long1", 1).record(&slot, 1001), None);
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub struct Transaction {
 
 /// What logout and refresh need (L2).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(try_from = "SealedSession")]
 pub struct Session {
     #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
@@ -58,6 +59,36 @@ impl std::fmt::Debug for Session {
             self.id_token.is_some(),
             self.refresh_token.is_some()
         )
+    }
+}
+
+/// A session as it is read from a sealed value. Both kinds are sealed with the same key, and a
+/// sealed transaction also reads as a session, its `r` (the redirect URI) as the refresh token:
+/// a transaction cookie put in the session cookie would start refreshes with it. Its own fields
+/// tell it apart (found by fuzzing, docs/fuzzing.md).
+#[derive(Deserialize)]
+struct SealedSession {
+    #[serde(rename = "i", default)]
+    id_token: Option<String>,
+    #[serde(rename = "r", default)]
+    refresh_token: Option<String>,
+    #[serde(rename = "s", default)]
+    state: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "v", default)]
+    verifier: Option<serde::de::IgnoredAny>,
+}
+
+impl TryFrom<SealedSession> for Session {
+    type Error = &'static str;
+
+    fn try_from(sealed: SealedSession) -> Result<Session, Self::Error> {
+        if sealed.state.is_some() || sealed.verifier.is_some() {
+            return Err("a sealed login transaction, not a session");
+        }
+        Ok(Session {
+            id_token: sealed.id_token,
+            refresh_token: sealed.refresh_token,
+        })
     }
 }
 
@@ -172,6 +203,10 @@ fn chunk_index(name: &[u8], base: &str) -> Option<usize> {
         return Some(0);
     }
     let digits = rest.strip_prefix(b"_")?;
+    // Digits only: `usize::from_str` also takes a sign (`_+2`).
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
     let n: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
     (n > 0 && n < MAX_CHUNKS && digits.first() != Some(&b'0')).then_some(n)
 }
@@ -489,6 +524,51 @@ mod tests {
         assert_eq!(other.open::<Session>(&sealed, 1001), None);
         assert_eq!(s.open::<Session>("garbage", 1001), None);
         assert_eq!(s.open::<Session>("a.b.c.d.e", 1001), None);
+    }
+
+    /// Fuzzing found this (docs/fuzzing.md): a sealed transaction opened as a session, with its
+    /// redirect URI as the refresh token.
+    #[test]
+    fn a_sealed_transaction_is_not_a_session() {
+        let s = sealer();
+        let tx = Transaction {
+            state: "st".into(),
+            nonce: "no".into(),
+            verifier: "ve".into(),
+            path: "/p".into(),
+            redirect_uri: "https://app/callback".into(),
+        };
+        let sealed = s.seal(&tx, 1000, 600).unwrap();
+        assert_eq!(s.open::<Transaction>(&sealed, 1001), Some(tx));
+        assert_eq!(s.open::<Session>(&sealed, 1001), None);
+        let sealed = s.seal(session(), 1000, 600).unwrap();
+        assert_eq!(s.open::<Session>(&sealed, 1001), Some(session()));
+        assert_eq!(s.open::<Transaction>(&sealed, 1001), None);
+    }
+
+    /// Fuzzing found this (docs/fuzzing.md): `access_token_+2` counted as chunk 2, since
+    /// `usize::from_str` takes a `+`; with another chunk 2 the request was a conflict.
+    #[test]
+    fn a_chunk_number_is_digits_only() {
+        let names = Names::new("access_token");
+        for name in [
+            "access_token_+2",
+            "access_token_-1",
+            "access_token_ 1",
+            "access_token_02",
+        ] {
+            assert_eq!(chunk_index(name.as_bytes(), "access_token"), None, "{name}");
+        }
+        assert_eq!(chunk_index(b"access_token_2", "access_token"), Some(2));
+        let header = b"access_token=a; access_token_1=b; access_token_2=c; access_token_+2=x";
+        assert_eq!(
+            credential(&[], header, &names),
+            Credential::One {
+                token: std::borrow::Cow::Owned(b"abc".to_vec()),
+                from_cookie: true,
+                merged_authorization: false,
+            }
+        );
     }
 
     #[test]

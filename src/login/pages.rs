@@ -120,29 +120,53 @@ pub fn safe_local_path(path: &str) -> Option<String> {
     {
         return None;
     }
-    // What a browser might make of it once decoded: no `//host`, `/\host` or scheme.
-    let decoded: String = percent_decode(path);
-    let second = decoded.chars().nth(1);
-    if matches!(second, Some('/') | Some('\\')) || decoded.contains('\\') {
-        return None;
-    }
-    if decoded.chars().any(|c| c.is_control()) {
-        return None;
+    // What a browser or the service might make of it, as it is and decoded once and twice (a
+    // double-encoded `%252F` must not slip through either): no `//host`, `/\host` or scheme, no
+    // control character, and no dot segment that turns it into `//host` once resolved.
+    let once = percent_decode(path);
+    let twice = percent_decode(&once);
+    for candidate in [path, once.as_str(), twice.as_str()] {
+        if candidate.starts_with("//")
+            || candidate.contains('\\')
+            || candidate.chars().any(char::is_control)
+            || !resolves_locally(candidate)
+        {
+            return None;
+        }
     }
     Some(path.to_string())
 }
 
+/// Resolved as a browser resolves a `Location` (WHATWG URL), `path` stays on this origin and its
+/// path does not start with `//`: `/.//evil.com` and `/a/..//evil.com` resolve to `//evil.com`,
+/// a step from another host for any page that echoes its path into a redirect.
+fn resolves_locally(path: &str) -> bool {
+    const ORIGIN: &str = "origin.invalid";
+    url::Url::parse("http://origin.invalid/")
+        .and_then(|base| base.join(path))
+        .is_ok_and(|u| u.host_str() == Some(ORIGIN) && !u.path().starts_with("//"))
+}
+
+/// Every `%XX` decoded and nothing else changed (`+` and `&` stay as they are); bytes that do not
+/// form UTF-8 become U+FFFD.
 fn percent_decode(s: &str) -> String {
-    // Decode twice: a double-encoded `%252F` must not slip through either.
-    let once: String =
-        url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-            .map(|(_, v)| v.into_owned())
-            .next()
-            .unwrap_or_default();
-    url::form_urlencoded::parse(format!("x={}", once.replace('+', "%2B")).as_bytes())
-        .map(|(_, v)| v.into_owned())
-        .next()
-        .unwrap_or_default()
+    let bytes = s.as_bytes();
+    let hex = |i: usize| bytes.get(i).and_then(|b| char::from(*b).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push(u8::try_from(high * 16 + low).unwrap_or(b'%'));
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// L6: clear every cookie and send the browser to the end-session endpoint.
@@ -418,6 +442,36 @@ mod tests {
         ));
         let sets = r.headers.iter().filter(|(n, _)| n == "set-cookie").count();
         assert!(sets <= MAX_CLEARED_TRANSACTIONS + 4, "{sets} Set-Cookies");
+    }
+
+    /// Fuzzing found these (docs/fuzzing.md): dot segments that resolve to `//host`, and checks
+    /// of the decoded path that stopped at the first `&` (it was decoded as a form value).
+    #[test]
+    fn the_return_path_never_resolves_to_another_host() {
+        for bad in [
+            "/..//evil.com",
+            "/.//evil.com",
+            "/a/..//evil.com",
+            "/%2e%2e//evil.com",
+            "/%2E//evil.com",
+            "/.%2F/evil.com",
+            "/.%252F/evil.com",
+            "/x&%5Cevil.com",
+            "/x&%0d%0aSet-Cookie:%20a=b",
+            "/x&%2509",
+        ] {
+            assert_eq!(safe_local_path(bad), None, "{bad:?}");
+        }
+        for good in [
+            "/a/b//c",
+            "/a/./b",
+            "/a/../b",
+            "/a&b=%2F",
+            "/x?y=1+2&z=%26",
+            "/.well-known/x",
+        ] {
+            assert_eq!(safe_local_path(good).as_deref(), Some(good));
+        }
     }
 
     #[test]

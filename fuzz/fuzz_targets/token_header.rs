@@ -1,0 +1,34 @@
+//! `token::read_header`: the JOSE header of a token, read before anything is trusted. Never a
+//! panic; what it accepts is a three-part compact token with an accepted algorithm and no JWE
+//! parameter; and where jwt-simple (which checks RS384/512, PS* and ES256 signatures) reads the
+//! same header, it reads the same algorithm and key id.
+#![no_main]
+
+use fixtures::{b64, Input};
+use jwt_simple::prelude::Token;
+use libfuzzer_sys::fuzz_target;
+use mesh_oidc::jwks::Alg;
+use mesh_oidc::token::{read_header, MAX_TOKEN_LEN};
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input::new(data);
+    // Mostly a header JSON the harness encodes (the parser behind base64), sometimes a raw token.
+    let token = match input.byte() % 4 {
+        0 => String::from_utf8_lossy(input.rest()).into_owned(),
+        _ => format!("{}.eyJzdWIiOiJ4In0.c2ln", b64(input.rest())),
+    };
+    let Ok(header) = read_header(&token) else {
+        return;
+    };
+    assert!(token.len() <= MAX_TOKEN_LEN);
+    assert_eq!(token.split('.').count(), 3);
+    assert_eq!(Alg::from_name(header.alg.name()), Some(header.alg));
+    let json = fixtures::unb64(token.split('.').next().unwrap_or_default()).expect("base64");
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).expect("a JSON object");
+    assert!(!object.contains_key("enc") && !object.contains_key("zip"));
+    if let Ok(meta) = Token::decode_metadata(&token) {
+        assert_eq!(meta.algorithm(), header.alg.name(), "alg read two ways");
+        assert_eq!(meta.key_id(), header.kid.as_deref(), "kid read two ways");
+    }
+});
