@@ -14,7 +14,7 @@ use fixtures::{
 };
 use libfuzzer_sys::fuzz_target;
 use mesh_oidc::config::TokenRules;
-use mesh_oidc::login::{finish_exchange, finish_refresh, Action, Exchanged};
+use mesh_oidc::login::{finish_exchange, finish_refresh, Action, Exchanged, Refreshed};
 use mesh_oidc::session::Session;
 use mesh_oidc::token;
 use std::sync::OnceLock;
@@ -88,7 +88,20 @@ fuzz_target!(|data: &[u8]| {
         id_token: Some(id_token().to_string()),
         refresh_token: Some("refresh-1".into()),
     };
-    match finish_refresh(&env, &req, &old, status, body, &mut Counter(extra)) {
+    let action = match finish_refresh(&env, &req, &old, status, body, &mut Counter(extra), true) {
+        Refreshed::Done { action, failure } => {
+            if let Some(why) = &failure {
+                assert!(
+                    !why.contains("refresh-1"),
+                    "a refusal's reason never holds the token"
+                );
+            }
+            *action
+        }
+        // A key the set lacks (or no set): the answer is held, never judged on a guess.
+        Refreshed::RefetchKeys | Refreshed::WaitForKeys => return,
+    };
+    match action {
         Action::Continue(forward) => {
             let auth = &forward.set_headers[0];
             assert_eq!(auth.0, "authorization");

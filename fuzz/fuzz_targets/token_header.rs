@@ -10,6 +10,18 @@ use libfuzzer_sys::fuzz_target;
 use mesh_oidc::jwks::Alg;
 use mesh_oidc::token::{read_header, MAX_TOKEN_LEN};
 
+fn name(alg: Alg) -> &'static str {
+    match alg {
+        Alg::RS256 => "RS256",
+        Alg::RS384 => "RS384",
+        Alg::RS512 => "RS512",
+        Alg::PS256 => "PS256",
+        Alg::PS384 => "PS384",
+        Alg::PS512 => "PS512",
+        Alg::ES256 => "ES256",
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     // Mostly a header JSON the harness encodes (the parser behind base64), sometimes a raw token.
@@ -22,13 +34,13 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(token.len() <= MAX_TOKEN_LEN);
     assert_eq!(token.split('.').count(), 3);
-    assert_eq!(Alg::from_name(header.alg.name()), Some(header.alg));
+    assert_eq!(Alg::from_name(name(header.alg)), Some(header.alg));
     let json = fixtures::unb64(token.split('.').next().unwrap_or_default()).expect("base64");
     let object: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&json).expect("a JSON object");
     assert!(!object.contains_key("enc") && !object.contains_key("zip"));
     if let Ok(meta) = Token::decode_metadata(&token) {
-        assert_eq!(meta.algorithm(), header.alg.name(), "alg read two ways");
+        assert_eq!(meta.algorithm(), name(header.alg), "alg read two ways");
         assert_eq!(meta.key_id(), header.kid.as_deref(), "kid read two ways");
     }
 });

@@ -242,6 +242,7 @@ pub fn env(keys: Option<&'static KeySet>) -> Env<'static> {
         names: names(),
         keys,
         cache: None,
+        endings: None,
         now: NOW,
     }
 }
