@@ -41,6 +41,11 @@ pub fn configure(h: &dyn Host, bytes: &[u8]) -> Option<VmRef> {
     for warning in &config.warnings {
         h.log(Level::Warn, &format!("mesh-oidc: configuration: {warning}"));
     }
+    let keys_from = if config.awaiting_discovery {
+        "the discovery document".to_string()
+    } else {
+        config.jwks.url.to_string()
+    };
     h.log(
         Level::Info,
         &format!(
@@ -51,11 +56,16 @@ pub fn configure(h: &dyn Host, bytes: &[u8]) -> Option<VmRef> {
                 "validate"
             },
             config.rules.issuer,
-            config.jwks.url,
+            keys_from,
             config.cluster
         ),
     );
-    Vm::new(config)
+    let awaiting = config.awaiting_discovery;
+    let vm = Vm::new(config)?;
+    if awaiting {
+        vm.borrow_mut().keep_raw_config(bytes);
+    }
+    Some(vm)
 }
 
 /// The root context's timer, in context `root`: key sets other VMs fetched, waits that are over,
@@ -65,7 +75,7 @@ pub fn tick(h: &dyn Host, vm: &VmRef, root: u32) -> u64 {
     vm::sync(h, vm);
     flow::settle(h, vm, now, root);
     vm::maybe_fetch(h, vm, now);
-    vm::maybe_preflight(h, vm);
+    vm::maybe_preflight(h, vm, now);
     let v = vm.borrow();
     if v.is_idle() && v.store.keys.is_some() && !v.store.fetch_in_flight(now) {
         IDLE_TICK_MS

@@ -1106,3 +1106,68 @@ fn without_upstream_401_services_an_outbound_listener_is_a_login_filter() {
     assert_eq!(p.request_on(2, &h, true), Outcome::Pause);
     assert_eq!(p.status(2), Some(302), "sent to log in, not waved through");
 }
+
+#[test]
+fn endpoints_from_discovery_requests_wait_for_them() {
+    let w = world();
+    let config = json!({
+        "mode": "login",
+        "oidc": {
+            "issuer": ISSUER,
+            "discovery_url": "http://keycloak:8080/realms/dev/.well-known/openid-configuration",
+            "internal_origin": "http://keycloak:8080"
+        },
+        "cluster": CLUSTER,
+        "client_id": "productpage",
+        "client_secret": "pp-secret",
+        "session_secret": SECRET,
+        "timeout_ms": TIMEOUT
+    });
+    let p = Proxy::new(&w, &config, 100);
+    p.tick();
+    let discovery = p.call_to("/.well-known/openid-configuration");
+    assert!(
+        p.open_calls().iter().all(|c| c.path() != JWKS_PATH),
+        "no key set before it"
+    );
+    // A page waits: no endpoint is known yet; at its deadline, 503.
+    assert_eq!(send(&p, 3, &page("/p", "")), Outcome::Pause);
+    // A document that lacks a required endpoint: one line, another attempt later.
+    p.answer(discovery.token, 200, br#"{"issuer": "x"}"#);
+    assert!(
+        p.host.logged("failed: oidc.authorization_endpoint")
+            || p.host.logged("failed: oidc.token_endpoint")
+            || p.host.logged("failed: oidc.jwks_uri"),
+        "{:?}",
+        p.host.logs.borrow()
+    );
+    w.advance(5_000);
+    p.tick();
+    assert_eq!(p.status(3), Some(503));
+    let discovery = p.call_to("/.well-known/openid-configuration");
+    assert_eq!(send(&p, 2, &page("/p", "")), Outcome::Pause);
+    let doc = json!({
+        "issuer": ISSUER,
+        "authorization_endpoint": "https://sso.example.com/realms/dev/protocol/openid-connect/auth",
+        "token_endpoint": "https://sso.example.com/realms/dev/protocol/openid-connect/token",
+        "jwks_uri": format!("https://sso.example.com{JWKS_PATH}")
+    });
+    p.answer(discovery.token, 200, doc.to_string().as_bytes());
+    assert!(p.host.logged("the provider's issuer is oidc.issuer: OK"));
+    p.tick();
+    // The key set from the document's jwks_uri, moved to the internal origin.
+    let keys = p.call_to(JWKS_PATH);
+    assert_eq!(keys.header(":authority"), Some("keycloak:8080"));
+    assert_eq!(keys.header(":scheme"), Some("http"));
+    p.answer(keys.token, 200, &jwks_body());
+    let reply = p
+        .req(2)
+        .reply()
+        .cloned()
+        .expect("decided once the keys are there");
+    assert_eq!(reply.status, 302);
+    assert!(reply
+        .header("location")
+        .unwrap()
+        .starts_with("https://sso.example.com/realms/dev/protocol/openid-connect/auth?"));
+}

@@ -306,7 +306,10 @@ pub fn run(
     let refetch_allowed = refetch_ok && snap.refetch_allowed;
     // Cloned out first: the borrow must end before carrying the decision out writes to `state`.
     let login_req = state.borrow().login.clone();
-    let outcome = if let (Some(req), Some(env)) = (login_req, snap.env(now_ms, &ended)) {
+    let outcome = if snap.config.awaiting_discovery {
+        // Issue 13: no endpoint is known before the discovery document: held like the keys.
+        wait(h, vm, state, context_id, WaitFor::Keys { refetch: false })
+    } else if let (Some(req), Some(env)) = (login_req, snap.env(now_ms, &ended)) {
         let action = login::decide(&env, &req, &mut HostRandom(h), refetch_allowed);
         carry_out(h, vm, state, context_id, action, &env, &req)
     } else {

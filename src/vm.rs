@@ -50,6 +50,10 @@ pub struct Vm {
     /// The start-up check against the discovery document: its call, once it is made.
     pub preflight: Option<u32>,
     preflight_done: bool,
+    /// Issue 13: the configuration as given, kept while its endpoints await the discovery
+    /// document; and when to ask again after a failure.
+    raw_config: Vec<u8>,
+    retry_discovery_at: u64,
     /// Counter ids by name, defined on first use.
     metrics: HashMap<String, u32>,
     data_key: String,
@@ -82,8 +86,23 @@ impl Vm {
             early: Vec::new(),
             preflight: None,
             preflight_done: false,
+            raw_config: Vec::new(),
+            retry_discovery_at: 0,
             metrics: HashMap::new(),
         })))
+    }
+
+    /// Keeps the configuration's bytes, to be parsed again with the discovery document.
+    pub fn keep_raw_config(&mut self, bytes: &[u8]) {
+        self.raw_config = bytes.to_vec();
+    }
+
+    /// Takes the configuration completed from discovery.
+    fn adopt(&mut self, config: Config) {
+        self.data_key = KeyStore::data_key(&config.cluster, config.jwks.url.as_str());
+        self.lease_key = KeyStore::lease_key(&config.cluster, config.jwks.url.as_str());
+        self.config = Rc::new(config);
+        self.raw_config = Vec::new();
     }
 
     pub fn keys(&self) -> Option<Rc<KeySet>> {
@@ -187,6 +206,9 @@ pub fn maybe_fetch(h: &dyn Host, vm: &VmRef, now_ms: u64) {
     sync(h, vm);
     let (lease_key, config) = {
         let v = vm.borrow();
+        if v.config.awaiting_discovery {
+            return; // the key set's URL comes from discovery
+        }
         let refresh_ms = v.config.jwks_refresh_seconds.saturating_mul(1000);
         if !v.store.wants_fetch(now_ms, refresh_ms) {
             return;
@@ -249,10 +271,14 @@ pub fn maybe_fetch(h: &dyn Host, vm: &VmRef, now_ms: u64) {
 
 /// At start, once per Envoy process: reads the provider's discovery document through `cluster`
 /// and says in one line whether the configuration agrees with it.
-pub fn maybe_preflight(h: &dyn Host, vm: &VmRef) {
+pub fn maybe_preflight(h: &dyn Host, vm: &VmRef, now_ms: u64) {
     let config = {
         let mut v = vm.borrow_mut();
-        if v.preflight_done {
+        let due = !v.preflight_done
+            || (v.config.awaiting_discovery
+                && v.preflight.is_none()
+                && now_ms >= v.retry_discovery_at);
+        if !due {
             return;
         }
         v.preflight_done = true;
@@ -261,11 +287,14 @@ pub fn maybe_preflight(h: &dyn Host, vm: &VmRef) {
     let Some(discovery) = config.discovery.as_ref() else {
         return;
     };
-    // One VM of the process checks (the others would say the same).
-    let flag = format!("mesh-oidc/preflight/{}/{}", config.cluster, discovery.url);
-    let (seen, cas) = h.get_shared_for_update(&flag);
-    if !seen.is_empty() || !h.set_shared(&flag, b"1", cas) {
-        return;
+    // A check only: one VM of the process does it (the others would say the same). Endpoints
+    // from discovery: every VM reads the document for itself.
+    if !config.awaiting_discovery {
+        let flag = format!("mesh-oidc/preflight/{}/{}", config.cluster, discovery.url);
+        let (seen, cas) = h.get_shared_for_update(&flag);
+        if !seen.is_empty() || !h.set_shared(&flag, b"1", cas) {
+            return;
+        }
     }
     let headers = [
         (":method", "GET"),
@@ -275,10 +304,25 @@ pub fn maybe_preflight(h: &dyn Host, vm: &VmRef) {
         ("accept", "application/json"),
         ("user-agent", "mesh-oidc"),
     ];
-    if let Some(token) = h.dispatch(&config.cluster, &headers, None, config.timeout_ms) {
-        vm.borrow_mut().preflight = Some(token);
+    match h.dispatch(&config.cluster, &headers, None, config.timeout_ms) {
+        Some(token) => vm.borrow_mut().preflight = Some(token),
+        None => {
+            vm.borrow_mut().retry_discovery_at = now_ms.saturating_add(DISCOVERY_RETRY_MS);
+            if config.awaiting_discovery {
+                h.log(
+                    Level::Error,
+                    &format!(
+                        "mesh-oidc: cannot read the discovery document: cluster {} is not known to Envoy",
+                        config.cluster
+                    ),
+                );
+            }
+        }
     }
 }
+
+/// After a failed discovery, the next attempt waits this long.
+const DISCOVERY_RETRY_MS: u64 = 5_000;
 
 /// Whether `token` is the start-up check's call; if so, its verdict is logged.
 pub fn on_preflight_response(h: &dyn Host, vm: &VmRef, token: u32, body_size: usize) -> bool {
@@ -297,6 +341,10 @@ pub fn on_preflight_response(h: &dyn Host, vm: &VmRef, token: u32, body_size: us
         .as_ref()
         .map(|d| d.url.to_string())
         .unwrap_or_default();
+    if config.awaiting_discovery {
+        adopt_discovery(h, vm, status, &body, &url);
+        return true;
+    }
     let (level, verdict) = judge_discovery(status, &body, &config.rules.issuer);
     h.log(
         level,
@@ -306,6 +354,46 @@ pub fn on_preflight_response(h: &dyn Host, vm: &VmRef, token: u32, body_size: us
         ),
     );
     true
+}
+
+/// Issue 13: the configuration completed with the discovery document's endpoints, or (a failure)
+/// one line that says why and another attempt a moment later; requests wait meanwhile.
+fn adopt_discovery(h: &dyn Host, vm: &VmRef, status: u32, body: &[u8], url: &str) {
+    let raw = vm.borrow().raw_config.clone();
+    let document = (status == 200)
+        .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
+        .flatten();
+    let outcome = match &document {
+        None => Err(format!("HTTP {status}, not a discovery document")),
+        Some(doc) => Config::parse_discovered(&raw, Some(doc)).map_err(|e| e.to_string()),
+    };
+    match outcome {
+        Ok(config) => {
+            let issuer_line = judge_discovery(200, body, &config.rules.issuer).1;
+            h.log(
+                Level::Info,
+                &format!(
+                    "mesh-oidc: endpoints from {url}: keys from {}, token calls to {} via cluster {}; {issuer_line}",
+                    config.jwks.url,
+                    config
+                        .login()
+                        .map_or("-".to_string(), |l| l.token_endpoint.url.to_string()),
+                    config.cluster
+                ),
+            );
+            vm.borrow_mut().adopt(config);
+        }
+        Err(why) => {
+            let now = h.now_ms();
+            vm.borrow_mut().retry_discovery_at = now.saturating_add(DISCOVERY_RETRY_MS);
+            h.log(
+                Level::Error,
+                &format!(
+                    "mesh-oidc: discovery from {url} failed: {why}; requests wait, trying again"
+                ),
+            );
+        }
+    }
 }
 
 /// What the discovery document says about the configuration.

@@ -96,9 +96,19 @@ fn every_listed_key_is_accepted_by_the_parser() {
     });
     mesh_oidc::config::Config::parse(validate.to_string().as_bytes())
         .expect("introspection accepted");
+    // endpoints from discovery: a fourth.
+    let discovering = serde_json::json!({
+        "mode": "validate",
+        "oidc": {"issuer": "https://id.example.com", "discovery_url": "http://id.svc/.well-known/openid-configuration",
+                 "internal_origin": "http://id.svc"},
+        "authorized_parties": ["productpage"]
+    });
+    mesh_oidc::config::Config::parse(discovering.to_string().as_bytes())
+        .expect("discovery accepted");
     let mut set = BTreeSet::new();
     set.insert("client_secrets".to_string());
     collect_keys(&validate["introspection"], "introspection", &mut set);
+    collect_keys(&discovering["oidc"], "oidc", &mut set);
     collect_keys(&config, "", &mut set);
     // claims_to_headers' entries are data, not keys.
     set.retain(|k| !k.starts_with("claims_to_headers."));

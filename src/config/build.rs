@@ -251,6 +251,7 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         introspection,
         warnings,
         discovery: endpoints.remove("discovery_url").map(Endpoint::from_url),
+        awaiting_discovery: false,
     })
 }
 

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 mod build;
+mod discovery;
 mod secrets;
 #[cfg(test)]
 pub mod testing;
@@ -34,6 +35,7 @@ pub const KEYS: &[&str] = &[
     "oidc.userinfo_endpoint",
     "oidc.revocation_endpoint",
     "oidc.discovery_url",
+    "oidc.internal_origin",
     "cluster",
     "client_id",
     "client_secret",
@@ -348,6 +350,9 @@ pub struct Config {
     /// The provider's discovery document, read through `cluster` once at start to check the
     /// configuration against it (the issuer, and that the cluster reaches the provider).
     pub discovery: Option<Endpoint>,
+    /// The endpoints are to come from the discovery document (issue 13), which has not been read
+    /// yet: nothing may use them, requests wait.
+    pub awaiting_discovery: bool,
 }
 
 /// `introspection.*` (V3), enabled: where to ask, as whom, and how long an answer holds.
@@ -382,6 +387,15 @@ impl Config {
 
     /// Parses and validates the plugin configuration (JSON bytes).
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        Config::parse_discovered(bytes, None)
+    }
+
+    /// Parses the configuration with the provider's discovery document, when it has one to
+    /// take its endpoints from (`oidc.discovery_url` without `oidc.jwks_uri`, issue 13): the
+    /// endpoints the configuration does not name come from `document` — those the pod calls moved
+    /// to `oidc.internal_origin` when it is set. Without a document, such a configuration is
+    /// checked and comes back [`Config::awaiting_discovery`], its endpoints not usable yet.
+    pub fn parse_discovered(bytes: &[u8], document: Option<&Value>) -> Result<Config, ConfigError> {
         let value: Value = serde_json::from_slice(bytes).map_err(|e| {
             let text = String::from_utf8_lossy(bytes);
             let looks_yaml = !text.trim_start().starts_with('{') && text.contains(':');
@@ -409,9 +423,12 @@ impl Config {
         if let Some(name) = root.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(unknown_key("", name));
         }
+        let mut root = root;
+        let awaiting = discovery::fill(&mut root, document)?;
         let mut root = Obj::new("", root);
-        let config = build(&mut root)?;
+        let mut config = build(&mut root)?;
         root.finish()?;
+        config.awaiting_discovery = awaiting;
         Ok(config)
     }
 }
