@@ -132,9 +132,9 @@ describe('a second provider: glewlwyd', { skip }, () => {
 
   before(async () => {
     if (!glewlwydInstalled()) throw new Error(INSTALL_HINT);
-    for (const name of ['login', 'short', 'validate']) ports[name] = await freePort();
-    const redirectUris = ['login', 'short'].map((n) => url(n, '/callback'));
-    const postLogoutRedirectUris = ['login', 'short'].map((n) => url(n, '/'));
+    for (const name of ['login', 'short', 'validate', 'discovered']) ports[name] = await freePort();
+    const redirectUris = ['login', 'short', 'discovered'].map((n) => url(n, '/callback'));
+    const postLogoutRedirectUris = ['login', 'short', 'discovered'].map((n) => url(n, '/'));
     glew = await startGlewlwyd({
       outDir: `${h.outDir}/glewlwyd`,
       plugins: [{ name: 'oidc', accessTokenTtl: 300 }, { name: 'short', accessTokenTtl: SHORT_TTL }],
@@ -151,6 +151,20 @@ describe('a second provider: glewlwyd', { skip }, () => {
       envoyFor('login', loginConfig('oidc')),
       // clock_skew_seconds 0: a test knob, so that a 3 s token is expired 3 s later
       envoyFor('short', loginConfig('short', { clock_skew_seconds: 0 })),
+      // issue 13: only the discovery document's URL (as the pod reaches it) and the issuer: every
+      // endpoint comes from the document, the pod's moved to the in-mesh name
+      envoyFor('discovered', {
+        mode: 'login',
+        oidc: {
+          issuer: oidcKeys('oidc').issuer,
+          discovery_url: `http://${INTERNAL_HOST}${new URL(`${glew.issuers.oidc}/.well-known/openid-configuration`).pathname}`,
+          internal_origin: `http://${INTERNAL_HOST}`,
+        },
+        cluster: CLUSTER,
+        client_id: CLIENT_ID,
+        client_secret: CLIENT_SECRET,
+        session_secret: newSecret(),
+      }),
       envoyFor('validate', {
         mode: 'validate',
         oidc: { issuer: oidcKeys('oidc').issuer, jwks_uri: oidcKeys('oidc').jwks_uri },
@@ -262,6 +276,25 @@ describe('a second provider: glewlwyd', { skip }, () => {
     // a second login in the same browser: glewlwyd's session is alive, no password asked
     const again = await login('login', uniquePath('/again'), { jar: new CookieJar() });
     assert.equal(again.callback.status, 302);
+  });
+
+  gtest('issue 13: endpoints from discovery only — login, the bearer at the service, logout to glewlwyd\'s end-session', async () => {
+    const log = envoys.discovered.log();
+    assert.match(log, /endpoints from http:\/\/glewlwyd[^ ]*: keys from http:\/\/glewlwyd\.idp\.svc\.cluster\.local:4593\//, 'the document was read through the cluster');
+    const path = uniquePath('/discovered');
+    const jar = new CookieJar();
+    const start = await startLogin(jar, url('discovered', path));
+    assert.equal(start.status, 302, start.res.body);
+    assert.equal(`${start.authUrl.origin}${start.authUrl.pathname}`, glew.endpoints('oidc').authorization_endpoint, 'the browser goes to the published URL');
+    const at = await glewlwydLogin(jar, start.authUrl, start.params.redirect_uri, ALICE);
+    const callback = await requestWithJar(jar, at.redirect, { headers: PAGE_HEADERS });
+    assert.equal(callback.status, 302, `the callback: ${callback.status} ${callback.body.slice(0, 300)}`);
+    const final = await requestWithJar(jar, url('discovered', path), { headers: PAGE_HEADERS });
+    assert.equal(final.status, 200, final.body.slice(0, 300));
+    const out = await requestWithJar(jar, url('discovered', '/logout'), { headers: PAGE_HEADERS });
+    assert.equal(out.status, 302);
+    const loc = new URL(out.headers.location);
+    assert.equal(`${loc.origin}${loc.pathname}`, glew.endpoints('oidc').end_session_endpoint);
   });
 
   gtest('login: a user who consents to fewer scopes (openid only) still logs in: aud changes, client_id does not', async () => {
