@@ -61,11 +61,47 @@ pub fn configure(h: &dyn Host, bytes: &[u8]) -> Option<VmRef> {
         ),
     );
     let awaiting = config.awaiting_discovery;
+    create_shared_keys(h, &config);
     let vm = Vm::new(config)?;
     if awaiting {
         vm.borrow_mut().keep_raw_config(bytes);
     }
     Some(vm)
+}
+
+/// Creates, empty, every shared-data key this configuration writes with compare-and-set. Shared
+/// data has no "create if absent": the first write of a key carries no CAS and always succeeds,
+/// so two workers racing on a fresh key (the first refresh of a session, say) could both win,
+/// and one could overwrite the other. Created here, while no request runs, every later write is
+/// a real compare-and-set; a key some VM already holds is left as it is.
+fn create_shared_keys(h: &dyn Host, config: &Config) {
+    let mut sets: Vec<&str> = Vec::new();
+    if let Some(login) = config.login() {
+        sets.extend(["mesh-oidc/refresh", "mesh-oidc/state"]);
+        if !login.upstream_401_services.is_empty() {
+            sets.push(OUTBOUND_401_SET);
+        }
+        if login.backchannel_logout_path.is_some() {
+            sets.extend([
+                "mesh-oidc/logout-jti",
+                "mesh-oidc/ended-sid",
+                "mesh-oidc/ended-sub",
+            ]);
+        }
+    }
+    let slots = crate::replay::SLOTS.max(crate::login::REFRESH_SLOTS);
+    for set in sets {
+        for i in 0..slots {
+            let key = format!("{set}/{i}");
+            if h.get_shared(&key).1.is_none() {
+                let _ = h.set_shared(&key, b"", None);
+            }
+        }
+    }
+    let lease = crate::keystore::KeyStore::lease_key(&config.cluster, config.jwks.url.as_str());
+    if h.get_shared(&lease).1.is_none() {
+        let _ = h.set_shared(&lease, b"", None);
+    }
 }
 
 /// The root context's timer, in context `root`: key sets other VMs fetched, waits that are over,
