@@ -6,6 +6,8 @@
 #   make demo    Bookinfo (productpage, details, reviews) behind the filter and a local provider
 #   make bench   cost per request, side by side with Envoy's jwt_authn (never part of make test)
 #   make fuzz    every fuzz target for FUZZ_SECONDS (default 60) each, executions per target
+#   make soak    SOAK_MINUTES (default 10) in a real Envoy under load while the provider misbehaves;
+#                fails on any unexpected answer, panic or memory growth (never part of make test)
 #   make image   the OCI image Istio pulls (needs Docker; IMAGE=registry/name:tag)
 
 SHELL := /bin/bash
@@ -23,7 +25,7 @@ NODE_MODULES := tests/node_modules/.package-lock.json
 DEB_PACKAGES := chromium chromium-driver binaryen glewlwyd
 DEB_COMMANDS := chromium chromedriver wasm-opt glewlwyd
 
-.PHONY: setup system-packages build unit lint e2e test demo bench fuzz image clean
+.PHONY: setup system-packages build unit lint e2e test demo bench fuzz soak image clean
 
 setup: system-packages .stamp-wasm-target $(ENVOY_STAMP) $(NODE_MODULES)
 
@@ -99,6 +101,20 @@ bench: setup build
 FUZZ_SECONDS ?= 60
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
+
+# One real Envoy (--concurrency 2) with a login and a validate listener, the test provider with
+# short-lived access tokens and rotating refresh tokens, browsers and API clients under a rate cap,
+# and a fault schedule (slow, 500s, garbage, down, key rotation, key set shrinking): the per-minute
+# table and a plot in tests/out/soak/; a run of 10 minutes or more also writes docs/reliability.md
+# and docs/reliability-soak.png. SOAK_MINUTES=1 is the smoke run. Settings: tests/soak/soak.mjs.
+SOAK_MINUTES ?= 10
+MATPLOTLIB_STAMP := $(VENV)/.matplotlib
+$(MATPLOTLIB_STAMP): $(ENVOY_STAMP)
+	$(VENV)/bin/pip install --quiet matplotlib
+	@touch $@
+
+soak: setup build $(MATPLOTLIB_STAMP)
+	cd tests && SOAK_MINUTES=$(SOAK_MINUTES) node soak/soak.mjs
 
 # The image Istio's agent pulls: one layer holding plugin.wasm (istio/Dockerfile), for linux/amd64,
 # and no attestation, so that the tag names that one image and not an index (the agent picks the

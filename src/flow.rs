@@ -116,7 +116,9 @@ impl Snapshot {
             login: v.sealer.clone().map(|s| (s, v.names.clone())),
             cache: v.cache.clone(),
             version: v.store.version,
-            refetch_allowed: v.store.refetch_allowed(now_ms),
+            refetch_allowed: v
+                .store
+                .refetch_possible_by(now_ms.saturating_add(v.config.timeout_ms)),
         }
     }
 
@@ -501,7 +503,11 @@ fn carry_out(
                         status,
                         body,
                     };
-                    let refetch = vm.borrow().store.refetch_allowed(h.now_ms());
+                    let refetch = {
+                        let v = vm.borrow();
+                        let deadline = h.now_ms().saturating_add(v.config.timeout_ms);
+                        v.store.refetch_possible_by(deadline)
+                    };
                     return refresh_answered(h, vm, state, context_id, env, req, held, refetch);
                 }
                 Plan::Wait => return wait(h, vm, state, context_id, WaitFor::Refresh { slot }),
