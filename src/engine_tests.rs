@@ -1171,23 +1171,3 @@ fn endpoints_from_discovery_requests_wait_for_them() {
         .unwrap()
         .starts_with("https://sso.example.com/realms/dev/protocol/openid-connect/auth?"));
 }
-
-#[test]
-fn a_rotated_key_seen_just_after_a_fetch_waits_for_the_next_one() {
-    // The soak found it: an unknown kid within the refetch rate limit was refused at once.
-    let w = world();
-    let mut config = validate_config();
-    config["timeout_ms"] = json!(5000);
-    let p = ready(&w, &config, 100);
-    assert_eq!(
-        send(&p, 2, &api("/a", &bearer(&unknown_kid_token()))),
-        Outcome::Pause
-    );
-    p.tick();
-    assert!(p.open_calls().is_empty(), "rate-limited: no fetch yet");
-    w.advance(crate::keystore::REFETCH_MIN_INTERVAL_MS);
-    p.tick();
-    let keys = p.call_to(JWKS_PATH);
-    p.answer(keys.token, 200, &rotated_jwks());
-    assert_eq!(p.req(2).resumed, 1, "{:?}", p.req(2).reply());
-}

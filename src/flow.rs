@@ -116,9 +116,7 @@ impl Snapshot {
             login: v.sealer.clone().map(|s| (s, v.names.clone())),
             cache: v.cache.clone(),
             version: v.store.version,
-            refetch_allowed: v
-                .store
-                .refetch_possible_by(now_ms.saturating_add(v.config.timeout_ms)),
+            refetch_allowed: v.store.refetch_allowed(now_ms),
         }
     }
 
@@ -503,11 +501,7 @@ fn carry_out(
                         status,
                         body,
                     };
-                    let refetch = {
-                        let v = vm.borrow();
-                        let deadline = h.now_ms().saturating_add(v.config.timeout_ms);
-                        v.store.refetch_possible_by(deadline)
-                    };
+                    let refetch = vm.borrow().store.refetch_allowed(h.now_ms());
                     return refresh_answered(h, vm, state, context_id, env, req, held, refetch);
                 }
                 Plan::Wait => return wait(h, vm, state, context_id, WaitFor::Refresh { slot }),

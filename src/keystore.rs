@@ -15,9 +15,7 @@ use crate::jwks::KeySet;
 pub const RETRY_MS: u64 = 1_000;
 pub const MAX_RETRY_MS: u64 = 4_000;
 /// At most one fetch for an unknown `kid` this often.
-pub const REFETCH_MIN_INTERVAL_MS: u64 = 2_000;
-/// What a refetch is given to answer, when judging whether one can come before a deadline.
-pub const REFETCH_BUDGET_MS: u64 = 1_000;
+pub const REFETCH_MIN_INTERVAL_MS: u64 = 5_000;
 
 pub fn encode_entry(fetched_at_ms: u64, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + body.len());
@@ -135,16 +133,6 @@ impl KeyStore {
         let last = self.fetched_at_ms.max(self.last_attempt_ms.unwrap_or(0));
         now_ms >= last.saturating_add(REFETCH_MIN_INTERVAL_MS)
     }
-
-    /// Whether a refetch for an unknown `kid` can start, within the rate limit, and answer before
-    /// `deadline_ms`: then a request naming one waits for it instead of being refused at once
-    /// (a key rotation seen a moment after the last fetch must not refuse valid tokens).
-    pub fn refetch_possible_by(&self, deadline_ms: u64) -> bool {
-        let last = self.fetched_at_ms.max(self.last_attempt_ms.unwrap_or(0));
-        last.saturating_add(REFETCH_MIN_INTERVAL_MS)
-            .saturating_add(REFETCH_BUDGET_MS)
-            <= deadline_ms
-    }
 }
 
 #[cfg(test)]
@@ -236,15 +224,11 @@ mod tests {
             refetch_requested: true,
             ..KeyStore::default()
         };
-        assert!(!s.refetch_allowed(11_999));
-        assert!(!s.wants_fetch(11_999, 300_000));
-        assert!(s.refetch_allowed(12_000));
-        assert!(s.wants_fetch(12_000, 300_000));
+        assert!(!s.refetch_allowed(14_999));
+        assert!(!s.wants_fetch(14_999, 300_000));
+        assert!(s.refetch_allowed(15_000));
+        assert!(s.wants_fetch(15_000, 300_000));
         s.refetch_requested = false;
-        assert!(!s.wants_fetch(12_000, 300_000));
-        // A request seen right after a fetch can still wait for the next one (a key rotation
-        // must not refuse valid tokens), when it can answer before the request's deadline.
-        assert!(s.refetch_possible_by(10_000 + REFETCH_MIN_INTERVAL_MS + REFETCH_BUDGET_MS));
-        assert!(!s.refetch_possible_by(10_000 + REFETCH_MIN_INTERVAL_MS));
+        assert!(!s.wants_fetch(15_000, 300_000));
     }
 }
