@@ -1171,3 +1171,75 @@ fn endpoints_from_discovery_requests_wait_for_them() {
         .unwrap()
         .starts_with("https://sso.example.com/realms/dev/protocol/openid-connect/auth?"));
 }
+
+#[test]
+fn a_new_key_seen_just_after_a_fetch_waits_for_the_next_one() {
+    // The soak found it: a valid token of a key that came in a rotation, arriving within the
+    // refetch rate limit of the last fetch (triggered by a forged kid), was refused at once.
+    let w = world();
+    let p = ready(&w, &validate_config(), 100);
+    w.advance(1_000);
+    assert_eq!(
+        send(&p, 2, &api("/a", &bearer(&unknown_kid_token()))),
+        Outcome::Pause,
+        "waits although the rate limit forbids a fetch now"
+    );
+    assert_eq!(p.status(2), None, "not refused");
+    p.tick();
+    assert!(p.open_calls().is_empty(), "rate-limited: no fetch yet");
+    w.advance(crate::keystore::REFETCH_MIN_INTERVAL_MS - 1_000);
+    p.tick();
+    let keys = p.call_to(JWKS_PATH);
+    p.answer(keys.token, 200, &rotated_jwks());
+    assert_eq!(p.req(2).resumed, 1, "{:?}", p.req(2).reply());
+    // Once that fetch has answered without a kid, the wait is over: 401.
+    w.advance(1_000);
+    let stranger = other_rsa()
+        .clone()
+        .with_key_id("nobody")
+        .sign(claims(keycloak_claims()))
+        .unwrap();
+    send(&p, 3, &api("/a", &bearer(&stranger)));
+    w.advance(crate::keystore::REFETCH_MIN_INTERVAL_MS);
+    p.tick();
+    let keys = p.call_to(JWKS_PATH);
+    p.answer(keys.token, 200, &rotated_jwks());
+    assert_eq!(p.status(3), Some(401));
+    assert_eq!(p.req(3).resumed, 0);
+}
+
+#[test]
+fn a_key_that_left_the_set_is_refused_at_once_within_the_rate_limit() {
+    let w = world();
+    let p = ready(&w, &validate_config(), 100);
+    let old = valid_token();
+    w.advance(10_000);
+    // The provider rotates: "rsa-1" leaves the set (found by the refetch an unknown kid asks).
+    send(&p, 2, &api("/a", &bearer(&unknown_kid_token())));
+    p.tick();
+    let keys = p.call_to(JWKS_PATH);
+    let set = json!({"keys": [rsa_jwk(other_rsa(), "rotated")]});
+    p.answer(keys.token, 200, set.to_string().as_bytes());
+    assert_eq!(p.req(2).resumed, 1);
+    // Within the rate limit, a token of the dropped key: 401 now, not after a wait.
+    w.advance(500);
+    assert_eq!(send(&p, 3, &api("/a", &bearer(&old))), Outcome::Pause);
+    assert_eq!(p.status(3), Some(401), "refused without waiting");
+    assert_eq!(p.req(3).resumed, 0);
+}
+
+#[test]
+fn a_flood_of_unknown_kids_holds_a_bounded_number_of_requests() {
+    let w = world();
+    let p = ready(&w, &validate_config(), 100);
+    w.advance(1_000);
+    let forged = unknown_kid_token();
+    let held = crate::keystore::MAX_HELD_FOR_NEXT_FETCH as u32;
+    for ctx in 2..2 + held {
+        send(&p, ctx, &api("/a", &bearer(&forged)));
+    }
+    assert_eq!(p.waiting(), held as usize);
+    send(&p, 2 + held, &api("/a", &bearer(&forged)));
+    assert_eq!(p.status(2 + held), Some(401), "one more is refused at once");
+    assert_eq!(p.waiting(), held as usize);
+}

@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use crate::flight::{self, Plan};
 use crate::host::{Host, HostRandom, Level};
+use crate::keystore::Refetch;
 use crate::login::{self, Action, Ending, Endings, Env, Exchanged, Forward, Refreshed, TokenCall};
 use crate::pending::{HeldRefresh, KeysNow, PendingExchange, WaitFor};
 use crate::replay::Claim;
@@ -104,7 +105,10 @@ pub struct Snapshot {
     login: Option<(Rc<crate::session::Sealer>, Rc<crate::session::Names>)>,
     cache: Rc<RefCell<crate::token::Cache>>,
     version: u64,
-    pub refetch_allowed: bool,
+    refetch_now: bool,
+    dropped: Rc<[String]>,
+    /// So many requests wait already that no more wait for the next fetch.
+    crowded: bool,
 }
 
 impl Snapshot {
@@ -116,7 +120,21 @@ impl Snapshot {
             login: v.sealer.clone().map(|s| (s, v.names.clone())),
             cache: v.cache.clone(),
             version: v.store.version,
-            refetch_allowed: v.store.refetch_allowed(now_ms),
+            refetch_now: v.store.refetch_allowed(now_ms),
+            dropped: v.store.dropped.clone(),
+            crowded: v.waiters.len() >= crate::keystore::MAX_HELD_FOR_NEXT_FETCH,
+        }
+    }
+
+    /// What a token with an unknown `kid` may do; `ok`: the request has not waited for a
+    /// fetch yet.
+    pub fn refetch(&self, ok: bool) -> Refetch<'_> {
+        match (ok, self.refetch_now, self.crowded) {
+            (false, _, _) | (true, false, true) => Refetch::Never,
+            (true, true, _) => Refetch::Now,
+            (true, false, false) => Refetch::Next {
+                dropped: &self.dropped,
+            },
         }
     }
 
@@ -303,14 +321,14 @@ pub fn run(
     let now_ms = h.now_ms();
     let snap = Snapshot::take(vm, now_ms);
     let ended = SharedEndings::new(h, now_ms);
-    let refetch_allowed = refetch_ok && snap.refetch_allowed;
+    let refetch = snap.refetch(refetch_ok);
     // Cloned out first: the borrow must end before carrying the decision out writes to `state`.
     let login_req = state.borrow().login.clone();
     let outcome = if snap.config.awaiting_discovery {
         // Issue 13: no endpoint is known before the discovery document: held like the keys.
         wait(h, vm, state, context_id, WaitFor::Keys { refetch: false })
     } else if let (Some(req), Some(env)) = (login_req, snap.env(now_ms, &ended)) {
-        let action = login::decide(&env, &req, &mut HostRandom(h), refetch_allowed);
+        let action = login::decide(&env, &req, &mut HostRandom(h), refetch);
         carry_out(h, vm, state, context_id, action, &env, &req)
     } else {
         let (token, conflict, route) = {
@@ -329,7 +347,7 @@ pub fn run(
             snap.keys(),
             snap.cache(),
             now_ms / 1000,
-            refetch_allowed,
+            refetch,
         );
         carry_out_validate(h, vm, state, context_id, decision, &snap, now_ms)
     };
@@ -413,10 +431,14 @@ fn wait(h: &dyn Host, vm: &VmRef, state: &StateRef, context_id: u32, what: WaitF
     let now = h.now_ms();
     {
         let mut v = vm.borrow_mut();
-        if what.refetches() {
+        // A wait for a refetch starts when the rate limit allows the fetch.
+        let from = if what.refetches() {
             v.store.refetch_requested = true;
-        }
-        let deadline_ms = what.deadline_ms(now, v.config.timeout_ms);
+            now.max(v.store.refetch_at_ms())
+        } else {
+            now
+        };
+        let deadline_ms = what.deadline_ms(from, v.config.timeout_ms);
         let keys_version = v.store.version;
         v.waiters.push(Waiter {
             context_id,
@@ -501,7 +523,8 @@ fn carry_out(
                         status,
                         body,
                     };
-                    let refetch = vm.borrow().store.refetch_allowed(h.now_ms());
+                    let snap = Snapshot::take(vm, h.now_ms());
+                    let refetch = snap.refetch(true);
                     return refresh_answered(h, vm, state, context_id, env, req, held, refetch);
                 }
                 Plan::Wait => return wait(h, vm, state, context_id, WaitFor::Refresh { slot }),
@@ -696,7 +719,7 @@ fn call_answered(
                 status,
                 body,
             };
-            let refetch = snap.refetch_allowed;
+            let refetch = snap.refetch(true);
             finish_exchange(
                 h,
                 vm,
@@ -714,7 +737,7 @@ fn call_answered(
                 status,
                 body,
             };
-            let refetch = snap.refetch_allowed;
+            let refetch = snap.refetch(true);
             refresh_answered(
                 h,
                 vm,
@@ -791,7 +814,7 @@ fn finish_exchange(
     env: &Env,
     req: &login::Request,
     exchange: PendingExchange,
-    refetch_allowed: bool,
+    refetch: Refetch,
 ) -> Outcome {
     let PendingExchange {
         tx,
@@ -799,8 +822,7 @@ fn finish_exchange(
         status,
         body,
     } = &exchange;
-    let outcome =
-        login::finish_exchange(env, req, tx, clears.clone(), *status, body, refetch_allowed);
+    let outcome = login::finish_exchange(env, req, tx, clears.clone(), *status, body, refetch);
     let refetch = match outcome {
         Exchanged::Reply(reply) => {
             if let Some(why) = reply.events.iter().find_map(|e| match e {
@@ -835,7 +857,7 @@ fn refresh_answered(
     env: &Env,
     req: &login::Request,
     held: HeldRefresh,
-    refetch_allowed: bool,
+    refetch: Refetch,
 ) -> Outcome {
     let judged = login::finish_refresh(
         env,
@@ -844,7 +866,7 @@ fn refresh_answered(
         held.status,
         &held.body,
         &mut HostRandom(h),
-        refetch_allowed,
+        refetch,
     );
     let refetch = match judged {
         Refreshed::Done { action, failure } => {
@@ -924,14 +946,31 @@ fn resume_waiter(h: &dyn Host, vm: &VmRef, w: Waiter, ready: bool, now_ms: u64) 
         WaitFor::Exchange { exchange, .. } if ready => {
             let snap = Snapshot::take(vm, now_ms);
             if let (Some(req), Some(env)) = (req, snap.env(now_ms, &ended)) {
-                finish_exchange(h, vm, &w.state, w.context_id, &env, &req, *exchange, false);
+                finish_exchange(
+                    h,
+                    vm,
+                    &w.state,
+                    w.context_id,
+                    &env,
+                    &req,
+                    *exchange,
+                    Refetch::Never,
+                );
             }
         }
         WaitFor::Refreshed { refresh, .. } if ready => {
             let snap = Snapshot::take(vm, now_ms);
             if let (Some(req), Some(env)) = (req, snap.env(now_ms, &ended)) {
-                let outcome =
-                    refresh_answered(h, vm, &w.state, w.context_id, &env, &req, *refresh, false);
+                let outcome = refresh_answered(
+                    h,
+                    vm,
+                    &w.state,
+                    w.context_id,
+                    &env,
+                    &req,
+                    *refresh,
+                    Refetch::Never,
+                );
                 if outcome == Outcome::Continue {
                     h.resume_request();
                 }

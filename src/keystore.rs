@@ -16,6 +16,49 @@ pub const RETRY_MS: u64 = 1_000;
 pub const MAX_RETRY_MS: u64 = 4_000;
 /// At most one fetch for an unknown `kid` this often.
 pub const REFETCH_MIN_INTERVAL_MS: u64 = 5_000;
+/// How many `kid`s of keys that left the set are remembered (refused without waiting).
+pub const MAX_DROPPED_KIDS: usize = 64;
+
+/// A VM holding this many requests already refuses an unknown `kid` instead of holding one more
+/// until the next fetch (a flood of forged `kid`s must not pile up held streams).
+pub const MAX_HELD_FOR_NEXT_FETCH: usize = 1024;
+
+/// What a token whose `kid` the set lacks may do.
+#[derive(Debug, Clone, Copy)]
+pub enum Refetch<'a> {
+    /// Have the set fetched now (the rate limit allows it).
+    Now,
+    /// Wait for the next fetch the rate limit allows, unless its `kid` belongs to a key that a
+    /// fetch already saw leave the set (a dropped key is refused at once). A token that names
+    /// a new key a moment after the last fetch (a rotation) is not refused for the timing.
+    Next { dropped: &'a [String] },
+    /// Nothing: the request waited for a fetch already.
+    Never,
+}
+
+impl From<bool> for Refetch<'static> {
+    fn from(now: bool) -> Self {
+        if now {
+            Refetch::Now
+        } else {
+            Refetch::Never
+        }
+    }
+}
+
+impl Refetch<'_> {
+    /// Whether `token`, refused for an unknown signing key, waits for a key-set fetch.
+    pub fn allows(self, token: &str) -> bool {
+        match self {
+            Refetch::Now => true,
+            Refetch::Never => false,
+            Refetch::Next { dropped } => crate::token::read_header(token)
+                .ok()
+                .and_then(|h| h.kid)
+                .is_some_and(|kid| !dropped.contains(&kid)),
+        }
+    }
+}
 
 pub fn encode_entry(fetched_at_ms: u64, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + body.len());
@@ -58,6 +101,8 @@ pub struct KeyStore {
     pub refetch_requested: bool,
     /// Failed fetches in a row.
     pub failures: u32,
+    /// The `kid`s of keys that were in an earlier set and are not in this one, newest last.
+    pub dropped: Rc<[String]>,
 }
 
 impl KeyStore {
@@ -77,6 +122,7 @@ impl KeyStore {
 
     /// Takes a set parsed from the shared entry with this CAS, fetched (by any VM) at that time.
     pub fn install(&mut self, keys: KeySet, cas: Option<u32>, fetched_at_ms: u64) {
+        self.dropped = dropped_kids(self.keys.as_deref(), &self.dropped, &keys);
         self.keys = Some(Rc::new(keys));
         self.cas = cas;
         self.fetched_at_ms = fetched_at_ms;
@@ -130,9 +176,43 @@ impl KeyStore {
 
     /// An unknown `kid` may trigger a fetch only this often.
     pub fn refetch_allowed(&self, now_ms: u64) -> bool {
-        let last = self.fetched_at_ms.max(self.last_attempt_ms.unwrap_or(0));
-        now_ms >= last.saturating_add(REFETCH_MIN_INTERVAL_MS)
+        now_ms >= self.refetch_at_ms()
     }
+
+    /// When the rate limit next allows a fetch for an unknown `kid`.
+    pub fn refetch_at_ms(&self) -> u64 {
+        let last = self.fetched_at_ms.max(self.last_attempt_ms.unwrap_or(0));
+        last.saturating_add(REFETCH_MIN_INTERVAL_MS)
+    }
+
+    /// What a token with an unknown `kid` may do now.
+    pub fn refetch(&self, now_ms: u64) -> Refetch<'_> {
+        if self.refetch_allowed(now_ms) {
+            Refetch::Now
+        } else {
+            Refetch::Next {
+                dropped: &self.dropped,
+            }
+        }
+    }
+}
+
+/// The `kid`s no longer in `new`: those `old` had, then those dropped before, newest last, at
+/// most [`MAX_DROPPED_KIDS`]. A key that comes back is no longer dropped.
+fn dropped_kids(old: Option<&KeySet>, before: &[String], new: &KeySet) -> Rc<[String]> {
+    let in_new = |kid: &String| new.by_kid(kid).is_some();
+    let mut kids: Vec<String> = before.iter().filter(|k| !in_new(k)).cloned().collect();
+    for kid in old
+        .into_iter()
+        .flat_map(|s| s.keys.iter().filter_map(|k| k.kid.as_ref()))
+    {
+        if !in_new(kid) && !kids.contains(kid) {
+            kids.push(kid.clone());
+        }
+    }
+    let extra = kids.len().saturating_sub(MAX_DROPPED_KIDS);
+    kids.drain(..extra);
+    kids.into()
 }
 
 #[cfg(test)]
@@ -230,5 +310,55 @@ mod tests {
         assert!(s.wants_fetch(15_000, 300_000));
         s.refetch_requested = false;
         assert!(!s.wants_fetch(15_000, 300_000));
+    }
+
+    #[test]
+    fn kids_that_left_the_set_are_remembered_until_they_come_back() {
+        let set = |kids: &[&str]| {
+            let keys: Vec<_> = kids
+                .iter()
+                .map(|k| crate::testkit::rsa_jwk(crate::testkit::rsa(), k))
+                .collect();
+            KeySet::parse(serde_json::json!({ "keys": keys }).to_string().as_bytes()).unwrap()
+        };
+        let mut s = KeyStore::default();
+        s.install(set(&["a", "b"]), Some(1), 0);
+        assert!(s.dropped.is_empty());
+        s.install(set(&["b", "c"]), Some(2), 0);
+        assert_eq!(&*s.dropped, ["a".to_string()]);
+        s.install(set(&["c"]), Some(3), 0);
+        assert_eq!(&*s.dropped, ["a".to_string(), "b".to_string()]);
+        s.install(set(&["a", "c"]), Some(4), 0);
+        assert_eq!(&*s.dropped, ["b".to_string()], "a came back");
+        use jwt_simple::prelude::RSAKeyPairLike;
+        let tok = |kid: &str| {
+            crate::testkit::rsa()
+                .clone()
+                .with_key_id(kid)
+                .sign(jwt_simple::prelude::Claims::create(
+                    jwt_simple::prelude::Duration::from_secs(60),
+                ))
+                .unwrap()
+        };
+        let next = Refetch::Next {
+            dropped: &s.dropped,
+        };
+        assert!(
+            next.allows(&tok("new")),
+            "a new kid waits for the next fetch"
+        );
+        assert!(!next.allows(&tok("b")), "a dropped one does not");
+        assert!(!next.allows("garbage"));
+        assert!(Refetch::Now.allows(&tok("b")));
+        assert!(!Refetch::Never.allows(&tok("new")));
+        // Bounded: a flood of rotations keeps the newest.
+        for i in 0..(MAX_DROPPED_KIDS + 10) {
+            s.install(set(&[&format!("k{i}")]), Some(10 + i as u32), 0);
+        }
+        assert_eq!(s.dropped.len(), MAX_DROPPED_KIDS);
+        assert_eq!(
+            s.dropped.last().map(String::as_str),
+            Some(format!("k{}", MAX_DROPPED_KIDS + 8).as_str())
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::jwks::KeySet;
+use crate::keystore::Refetch;
 use crate::metrics::Event;
 use crate::token::{self, TokenError};
 use crate::web::{self, Reply};
@@ -69,14 +70,14 @@ pub fn is_claim_header(config: &Config, name: &str) -> bool {
 
 /// Decides a validate-mode request whose claim headers were already stripped.
 /// `route` is the request's method and path (with its query), for the rules (B7).
-pub fn decide(
+pub fn decide<'r>(
     config: &Config,
     route: (&str, &str),
     presented: Presented,
     keys: Option<&KeySet>,
     cache: token::CacheRef,
     now_secs: u64,
-    refetch_allowed: bool,
+    refetch: impl Into<Refetch<'r>>,
 ) -> Decision {
     let raw = match presented {
         Presented::Token(raw) => raw,
@@ -107,7 +108,7 @@ pub fn decide(
             local: Some(verified),
         },
         Ok(verified) => admit(config, route, &verified.claims),
-        Err(TokenError::UnknownKey) if refetch_allowed => Decision::RefetchKeys,
+        Err(TokenError::UnknownKey) if refetch.into().allows(token) => Decision::RefetchKeys,
         Err(e) => reject(e),
     }
 }

@@ -44,7 +44,7 @@ pub fn replayed_reply() -> Reply {
 }
 
 /// L8: a request on `backchannel_logout_path` (its body read).
-pub(super) fn backchannel(env: &Env, req: &Request, refetch_allowed: bool) -> Action {
+pub(super) fn backchannel(env: &Env, req: &Request, refetch: Refetch) -> Action {
     if req.method != "POST" {
         return Action::Reply(bad_request("a back-channel logout is a POST"));
     }
@@ -69,7 +69,7 @@ pub(super) fn backchannel(env: &Env, req: &Request, refetch_allowed: bool) -> Ac
     };
     let verified = match token::verify_logout_token(&token, keys, &env.id_token_rules(), env.now) {
         Ok(v) => v,
-        Err(TokenError::UnknownKey) if refetch_allowed => return Action::RefetchKeys,
+        Err(TokenError::UnknownKey) if refetch.allows(&token) => return Action::RefetchKeys,
         Err(e) => return Action::Reply(bad_request(e.description())),
     };
     let text = |name: &str| {

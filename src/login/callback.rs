@@ -213,14 +213,14 @@ pub enum Exchanged {
 }
 
 /// L2/L3: the token endpoint answered the code exchange.
-pub fn finish_exchange(
+pub fn finish_exchange<'r>(
     env: &Env,
     req: &Request,
     tx: &Transaction,
     clears: Vec<String>,
     status: u32,
     body: &[u8],
-    refetch_allowed: bool,
+    refetch: impl Into<Refetch<'r>>,
 ) -> Exchanged {
     let rid = &req.request_id;
     let fail = |status: u32, why: &str, reason: &'static str| {
@@ -253,7 +253,9 @@ pub fn finish_exchange(
         Some(&tx.nonce),
     ) {
         Ok(_) => {}
-        Err(TokenError::UnknownKey) if refetch_allowed => return Exchanged::RefetchKeys,
+        Err(TokenError::UnknownKey) if refetch.into().allows(id_token) => {
+            return Exchanged::RefetchKeys
+        }
         Err(e) => {
             return Exchanged::Reply(fail(
                 502,

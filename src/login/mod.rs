@@ -5,6 +5,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 use url::form_urlencoded;
 
+use crate::keystore::Refetch;
+
 use crate::config::{Config, LoginConfig, TokenRules, Upstream401};
 use crate::jwks::KeySet;
 use crate::metrics::Event;
@@ -346,7 +348,13 @@ impl Env<'_> {
 pub const MAX_CLEARED_TRANSACTIONS: usize = 8;
 
 /// Decides a login-mode request (claim headers already stripped, skip paths already passed).
-pub fn decide(env: &Env, req: &Request, rng: &mut dyn Random, refetch_allowed: bool) -> Action {
+pub fn decide<'r>(
+    env: &Env,
+    req: &Request,
+    rng: &mut dyn Random,
+    refetch: impl Into<Refetch<'r>>,
+) -> Action {
+    let refetch = refetch.into();
     let path = web::path_only(&req.path);
     if path == env.login.callback_path {
         return callback::callback(env, req);
@@ -355,7 +363,7 @@ pub fn decide(env: &Env, req: &Request, rng: &mut dyn Random, refetch_allowed: b
         return logout_and_revoke(env, req, rng);
     }
     if env.login.backchannel_logout_path.as_deref() == Some(path) {
-        return backchannel::backchannel(env, req, refetch_allowed);
+        return backchannel::backchannel(env, req, refetch);
     }
 
     let mut clears = Vec::new();
@@ -391,7 +399,11 @@ pub fn decide(env: &Env, req: &Request, rng: &mut dyn Random, refetch_allowed: b
                     let as_cookie = from_cookie || session.is_some();
                     return env.admit(req, token, &verified, as_cookie);
                 }
-                Err(TokenError::UnknownKey) if refetch_allowed => return Action::RefetchKeys,
+                Err(TokenError::UnknownKey)
+                    if refetch.allows(std::str::from_utf8(&token).unwrap_or_default()) =>
+                {
+                    return Action::RefetchKeys
+                }
                 Err(e) => {
                     clears = env.clear_all(req);
                     invalid = Some(e);

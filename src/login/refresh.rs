@@ -54,15 +54,16 @@ pub enum Refreshed {
 /// L5: the token endpoint answered a refresh. Success: the same request goes on with the new
 /// token and the response sets the new cookies. Failure: cookies cleared, then L1. A new ID token
 /// must be valid like the first and name the same `sub` (L5+).
-pub fn finish_refresh(
+pub fn finish_refresh<'r>(
     env: &Env,
     req: &Request,
     old: &Session,
     status: u32,
     body: &[u8],
     rng: &mut dyn Random,
-    refetch_allowed: bool,
+    refetch: impl Into<Refetch<'r>>,
 ) -> Refreshed {
+    let refetch = refetch.into();
     let mut fail = |why: String| Refreshed::Done {
         action: Box::new(Action::Reply(
             unauthenticated(env, req, rng, env.clear_all(req), None).counting(Event::RefreshFailed),
@@ -84,7 +85,9 @@ pub fn finish_refresh(
         env.now,
     ) {
         Ok(v) => v,
-        Err(TokenError::UnknownKey) if refetch_allowed => return Refreshed::RefetchKeys,
+        Err(TokenError::UnknownKey) if refetch.allows(&tokens.access_token) => {
+            return Refreshed::RefetchKeys
+        }
         Err(e) => {
             return fail(format!(
                 "the new access token is not accepted ({})",
@@ -101,7 +104,9 @@ pub fn finish_refresh(
                     return fail("the new ID token names another subject".into());
                 }
             }
-            Err(TokenError::UnknownKey) if refetch_allowed => return Refreshed::RefetchKeys,
+            Err(TokenError::UnknownKey) if refetch.allows(id_token) => {
+                return Refreshed::RefetchKeys
+            }
             Err(e) => {
                 return fail(format!(
                     "the new ID token is not valid ({})",

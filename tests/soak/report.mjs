@@ -258,8 +258,8 @@ by its PID; the load has a rate cap and a request cap, the run a time bound.
   ${faultKinds.filter((k) => FAULT_TEXT[k]).map((k) => FAULT_TEXT[k]).join('; ')}.
 
 It fails on any unexpected answer (a 5xx no open fault explains, a 200 without a valid token, a
-valid token refused outside a key change, an answer later than one dispatched call and one
-key-set wait, a login that does not complete while the provider is healthy), any panic or VM restart in Envoy, or RSS growth beyond the bound below.
+valid token refused outside a key change, an answer later than one dispatched call, the
+refetch interval and one key-set wait, a login that does not complete while the provider is healthy), any panic or VM restart in Envoy, or RSS growth beyond the bound below.
 Everything of the run is in \`tests/out/soak/\`: \`result.json\`, \`minutes.md\`, \`requests.tsv\` (every
 request with its x-request-id, which the filter's log lines carry), Envoy's and the provider's logs.
 
@@ -270,7 +270,7 @@ ${soakSection(res, pngName)}
 
 | class | how | what must hold |
 | --- | --- | --- |
-| provider slow past \`timeout_ms\` | provider delays every call of the filter by ${res.settings.slowMs / 1000} s (timeout ${res.settings.timeoutMs / 1000} s) | no answer takes longer than one call and one key-set wait (${res.settings.maxAnswerMs ? `${res.settings.maxAnswerMs / 1000} s` : '2 × `timeout_ms` + 3 s'}); refreshes fail into a new login, callbacks into a 504 page; API tokens still validated from the kept key set |
+| provider slow past \`timeout_ms\` | provider delays every call of the filter by ${res.settings.slowMs / 1000} s (timeout ${res.settings.timeoutMs / 1000} s) | no answer takes longer than one call, the refetch interval and one key-set wait (${res.settings.maxAnswerMs ? `${res.settings.maxAnswerMs / 1000} s` : '2 × `timeout_ms` + 8 s'}); refreshes fail into a new login, callbacks into a 504 page; API tokens still validated from the kept key set |
 | token endpoint 500 | provider \`failStatus\` | callbacks answer a 502 page, refreshes fail into a new login; nothing else changes |
 | garbage bodies | fault proxy: HTML, truncated JSON, random bytes, wrong shapes, bodies over the filter's caps (1 MiB token answer, 256 KiB key set), all with status 200 | no panic; the key set is kept (valid tokens still pass), refreshes and callbacks fail cleanly |
 | provider down ${fmt(res.windows.find((w) => w.kind === 'down') ? res.windows.find((w) => w.kind === 'down').end - res.windows.find((w) => w.kind === 'down').start : 20, 0)} s | the provider process stopped, then restarted keeping its sessions | as above, and the filter's key-set retries back off; sessions created before still refresh after it |

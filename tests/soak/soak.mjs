@@ -77,9 +77,10 @@ const CLOCK_SKEW_S = 5; // clock_skew_seconds: small, so that sessions refresh s
 const REFETCH_MIN_INTERVAL_MS = 5000; // src/keystore.rs: one fetch for an unknown kid this often
 const SLOW_MS = TIMEOUT_MS + 2000; // the provider's delay in the "slow" fault: past timeout_ms
 // No answer may take longer: one dispatched call and one wait for the key set, each bounded by
-// timeout_ms, plus the one grace period (src/pending.rs GRACE_MS) and 2 s for this busy machine.
+// timeout_ms, the refetch rate limit (a token naming a new kid right after a fetch waits for the
+// next one), plus the one grace period (src/pending.rs GRACE_MS) and 2 s for this busy machine.
 // A wait that never ends, or a request held past its deadline, fails the run.
-const MAX_ANSWER_MS = 2 * TIMEOUT_MS + 1000 + 2000;
+const MAX_ANSWER_MS = 2 * TIMEOUT_MS + REFETCH_MIN_INTERVAL_MS + 1000 + 2000;
 
 // The fault schedule of one 10-minute cycle (seconds from the start). Shorter runs compress it;
 // longer runs repeat it. Windows of kind "rotation" and "shrink" are added when the restart ends
