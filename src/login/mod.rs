@@ -368,7 +368,16 @@ pub fn decide<'r>(
 
     let mut clears = Vec::new();
     let mut invalid = None;
-    let session = env.session(req);
+    // The sealed session is opened (AES key unwrap, AES-GCM, JSON) only where its content is
+    // read: for a back-channel logout check, or a refresh. A request whose access token is valid
+    // needs only to know that a session cookie is there.
+    let sealed = session::read_chunked(&req.cookies, &env.names.session);
+    let open = || {
+        sealed
+            .as_deref()
+            .and_then(|s| env.sealer.open::<Session>(s, env.now))
+    };
+    let session = env.endings.is_some().then(open).flatten();
     // L8: the provider ended this session: logged out here too, at its next request.
     if session
         .as_ref()
@@ -396,7 +405,7 @@ pub fn decide<'r>(
                 });
             match checked {
                 Ok((token, verified)) => {
-                    let as_cookie = from_cookie || session.is_some();
+                    let as_cookie = from_cookie || sealed.is_some();
                     return env.admit(req, token, &verified, as_cookie);
                 }
                 Err(TokenError::UnknownKey)
@@ -412,6 +421,11 @@ pub fn decide<'r>(
         }
     }
 
+    let session = match session {
+        Some(s) => Some(s),
+        None if env.endings.is_none() => open(),
+        None => None,
+    };
     match session {
         Some(session) if session.refresh_token.is_some() => refresh::refresh(env, session),
         _ => Action::Reply(unauthenticated(env, req, rng, clears, invalid)),

@@ -140,6 +140,8 @@ function soakSection(res, pngName) {
   out.push('');
   out.push('A key rotation explains nothing: the provider publishes the new key before it signs with it, and the filter fetches the set again when a token names an unknown `kid` (at most once every 5 s) before deciding, so tokens of the new key must pass at once and sessions must refresh across it.');
   out.push('');
+  out.push('**Found by the soak, and fixed.** An earlier 10-minute run had 10 unexpected answers, all right after the key rotation: valid tokens of the new key refused with `signing key not found` in a millisecond or two. Forged tokens with random `kid`s each trigger a fetch, so the 5 s refetch rate limit was nearly always running when the provider began signing with the new key, and a token naming an unknown `kid` within it was refused at once. Now such a token waits for the next fetch the rate limit allows (the wait then lasts up to 5 s plus `timeout_ms`), while a `kid` whose key an earlier fetch saw leave the set is still refused at once (`Refetch` in src/keystore.rs; engine tests `a_new_key_seen_just_after_a_fetch_waits_for_the_next_one`, `a_key_that_left_the_set_is_refused_at_once_within_the_rate_limit`, `a_flood_of_unknown_kids_holds_a_bounded_number_of_requests`). The price: a forged token with a random `kid` is refused after that wait rather than at once, which is why this run\'s p99 and max include waits of several seconds; a VM holding 1,024 requests already refuses unknown `kid`s at once.');
+  out.push('');
   out.push('How often each explanation was used:');
   out.push('');
   out.push('| explained by | request | answer | count |');
