@@ -45,7 +45,7 @@ pub enum KeyMaterial {
     Rsa {
         n: Vec<u8>,
         e: Vec<u8>,
-        /// Precomputed once per key set: RS256 checks take the fast path (`crate::rsa`).
+        /// Precomputed once per key set: every RSA check goes through `crate::rsa`.
         fast: Option<crate::rsa::PublicKey>,
     },
     /// SEC1 uncompressed point (0x04 || x || y).
@@ -207,12 +207,9 @@ fn parse_key(entry: &Value) -> Option<Jwk> {
             if !rsa_in_bounds(&n, &e) {
                 return None;
             }
-            // The RS256 fast path's constants, only for a key that may sign RS256.
-            let fast = if alg.is_none_or(|a| a == Alg::RS256) {
-                crate::rsa::PublicKey::new(&n, &e)
-            } else {
-                None
-            };
+            // The verifier's constants (`crate::rsa`), once per key set; a key it refuses
+            // verifies nothing, so it is skipped like any other unusable entry.
+            let fast = Some(crate::rsa::PublicKey::new(&n, &e)?);
             KeyMaterial::Rsa { n, e, fast }
         }
         "EC" => {

@@ -489,49 +489,70 @@ fn verify_with(
     material: &KeyMaterial,
     options: VerificationOptions,
 ) -> Result<Claims, TokenError> {
-    if let (
-        KeyMaterial::Rsa {
-            fast: Some(key), ..
-        },
-        Alg::RS256,
-    ) = (material, alg)
-    {
-        return verify_rs256_fast(token, key, options);
-    }
-    let opts = Some(options);
-    let result = match (material, alg) {
-        (KeyMaterial::Rsa { n, e, .. }, Alg::RS256) => RS256PublicKey::from_components(n, e)
-            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
-        (KeyMaterial::Rsa { n, e, .. }, Alg::RS384) => RS384PublicKey::from_components(n, e)
-            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
-        (KeyMaterial::Rsa { n, e, .. }, Alg::RS512) => RS512PublicKey::from_components(n, e)
-            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
-        (KeyMaterial::Rsa { n, e, .. }, Alg::PS256) => PS256PublicKey::from_components(n, e)
-            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
-        (KeyMaterial::Rsa { n, e, .. }, Alg::PS384) => PS384PublicKey::from_components(n, e)
-            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
-        (KeyMaterial::Rsa { n, e, .. }, Alg::PS512) => PS512PublicKey::from_components(n, e)
-            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
-        (KeyMaterial::P256(point), Alg::ES256) => ES256PublicKey::from_bytes(point)
-            .and_then(|k| k.verify_token::<Map<String, Value>>(token, opts)),
+    use crate::rsa::{Hash, Padding};
+    let scheme = match alg {
+        Alg::RS256 => Some((Padding::Pkcs1v15, Hash::Sha256)),
+        Alg::RS384 => Some((Padding::Pkcs1v15, Hash::Sha384)),
+        Alg::RS512 => Some((Padding::Pkcs1v15, Hash::Sha512)),
+        Alg::PS256 => Some((Padding::Pss, Hash::Sha256)),
+        Alg::PS384 => Some((Padding::Pss, Hash::Sha384)),
+        Alg::PS512 => Some((Padding::Pss, Hash::Sha512)),
+        Alg::ES256 => None,
+    };
+    let result = match (material, scheme) {
+        // Every RSA algorithm through `crate::rsa`; a key it refused (size, exponent) verifies
+        // nothing.
+        (
+            KeyMaterial::Rsa {
+                fast: Some(key), ..
+            },
+            Some(scheme),
+        ) => return verify_rsa_fast(token, key, scheme, options),
+        // Fuzzing only (`make fuzz`): jwt-simple's general RSA as the reference the fuzz
+        // targets compare `crate::rsa` against; never in the module.
+        #[cfg(feature = "reference-rsa")]
+        (KeyMaterial::Rsa { n, e, fast: None }, Some(_)) => reference_rsa(token, alg, n, e, options),
+        (KeyMaterial::P256(point), None) => ES256PublicKey::from_bytes(point)
+            .and_then(|k| k.verify_token::<Map<String, Value>>(token, Some(options))),
         _ => return Err(TokenError::KeyMismatch),
     };
     result.map_err(|e| classify(&e))
 }
 
-/// RS256 through `crate::rsa`, then the same claim checks jwt-simple makes (its own are not
-/// public): `iat` and `nbf` not in the future and `exp` not past, with the tolerance; the issuer;
-/// the nonce when one is required.
-fn verify_rs256_fast(
+#[cfg(feature = "reference-rsa")]
+fn reference_rsa(
+    token: &str,
+    alg: Alg,
+    n: &[u8],
+    e: &[u8],
+    options: VerificationOptions,
+) -> Result<Claims, jwt_simple::Error> {
+    let opts = Some(options);
+    match alg {
+        Alg::RS256 => RS256PublicKey::from_components(n, e)?.verify_token(token, opts),
+        Alg::RS384 => RS384PublicKey::from_components(n, e)?.verify_token(token, opts),
+        Alg::RS512 => RS512PublicKey::from_components(n, e)?.verify_token(token, opts),
+        Alg::PS256 => PS256PublicKey::from_components(n, e)?.verify_token(token, opts),
+        Alg::PS384 => PS384PublicKey::from_components(n, e)?.verify_token(token, opts),
+        Alg::PS512 => PS512PublicKey::from_components(n, e)?.verify_token(token, opts),
+        Alg::ES256 => Err(JWTError::InvalidPublicKey.into()),
+    }
+}
+
+/// An RSA signature through `crate::rsa`, then the same claim checks jwt-simple makes (its own
+/// are not public): `iat` and `nbf` not in the future and `exp` not past, with the tolerance; the
+/// issuer; the nonce when one is required.
+fn verify_rsa_fast(
     token: &str,
     key: &crate::rsa::PublicKey,
+    (padding, hash): (crate::rsa::Padding, crate::rsa::Hash),
     options: VerificationOptions,
 ) -> Result<Claims, TokenError> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let (signing_input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
     let signature = b64.decode(signature).map_err(|_| TokenError::Malformed)?;
-    if !key.verify_sha256(signing_input.as_bytes(), &signature) {
+    if !key.verify(padding, hash, signing_input.as_bytes(), &signature) {
         return Err(TokenError::BadSignature);
     }
     let payload = signing_input
@@ -1166,6 +1187,94 @@ mod tests {
             .with_key_id("rsa-1");
         let t = ec.sign(claims(keycloak_claims())).unwrap();
         assert_eq!(check(&t).map(|_| ()), Err(TokenError::KeyMismatch));
+    }
+
+    #[test]
+    fn every_rsa_algorithm_verifies_against_a_key_published_for_it() {
+        let der = rsa().to_der().unwrap();
+        type Signer<'a> = Box<dyn Fn(&str) -> String + 'a>;
+        let algs: [(&str, Signer); 5] = [
+            (
+                "RS384",
+                Box::new(|kid| {
+                    RS384KeyPair::from_der(&der)
+                        .unwrap()
+                        .with_key_id(kid)
+                        .sign(claims(keycloak_claims()))
+                        .unwrap()
+                }),
+            ),
+            (
+                "RS512",
+                Box::new(|kid| {
+                    RS512KeyPair::from_der(&der)
+                        .unwrap()
+                        .with_key_id(kid)
+                        .sign(claims(keycloak_claims()))
+                        .unwrap()
+                }),
+            ),
+            (
+                "PS256",
+                Box::new(|kid| {
+                    PS256KeyPair::from_der(&der)
+                        .unwrap()
+                        .with_key_id(kid)
+                        .sign(claims(keycloak_claims()))
+                        .unwrap()
+                }),
+            ),
+            (
+                "PS384",
+                Box::new(|kid| {
+                    PS384KeyPair::from_der(&der)
+                        .unwrap()
+                        .with_key_id(kid)
+                        .sign(claims(keycloak_claims()))
+                        .unwrap()
+                }),
+            ),
+            (
+                "PS512",
+                Box::new(|kid| {
+                    PS512KeyPair::from_der(&der)
+                        .unwrap()
+                        .with_key_id(kid)
+                        .sign(claims(keycloak_claims()))
+                        .unwrap()
+                }),
+            ),
+        ];
+        for (alg, sign) in &algs {
+            let mut jwk = rsa_jwk(rsa(), alg);
+            jwk["alg"] = json!(alg);
+            let set = crate::jwks::KeySet::parse(json!({ "keys": [jwk] }).to_string().as_bytes())
+                .unwrap();
+            let v = verify(&sign(alg), &set, &rules(), NOW, None);
+            assert!(v.is_ok(), "{alg}: {:?}", v.err());
+            // Signed with another key: refused.
+            let other = other_rsa().to_der().unwrap();
+            let forged = match *alg {
+                "PS256" => PS256KeyPair::from_der(&other)
+                    .unwrap()
+                    .with_key_id(alg)
+                    .sign(claims(keycloak_claims()))
+                    .unwrap(),
+                _ => RS384KeyPair::from_der(&other)
+                    .unwrap()
+                    .with_key_id(alg)
+                    .sign(claims(keycloak_claims()))
+                    .unwrap(),
+            };
+            assert!(verify(&forged, &set, &rules(), NOW, None).is_err(), "{alg}");
+            // A token of another algorithm naming this key: refused before any check.
+            let (other_alg, other_sign) = algs.iter().find(|(a, _)| a != alg).unwrap();
+            assert_eq!(
+                verify(&other_sign(alg), &set, &rules(), NOW, None).map(|_| ()),
+                Err(TokenError::KeyMismatch),
+                "{other_alg} token, {alg} key"
+            );
+        }
     }
 
     #[test]

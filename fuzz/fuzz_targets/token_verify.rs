@@ -2,7 +2,7 @@
 //! harness signs with the provider's keys over whatever header and payload the fuzzer writes (so
 //! that the claim checks behind the signature are reached), or on raw text.
 //!
-//! Checks: never a panic; the RS256 fast path (`crate::rsa` and the filter's own claim checks)
+//! Checks: never a panic; `crate::rsa` (RS256, RS512, PS256, with the filter's own claim checks)
 //! and jwt-simple's path give the same answer; the cache gives the answer an uncached check gives,
 //! on a miss and on a hit; an access or ID token that verifies also verifies as "any" token with
 //! the same claims; what verifies has the configured issuer, is not expired, and carries the

@@ -91,7 +91,8 @@ pub fn keyset() -> &'static KeySet {
     KEYS.get_or_init(|| KeySet::parse(jwks_json().as_bytes()).expect("key set"))
 }
 
-/// The same key set with the RS256 fast path switched off: RS256 goes through jwt-simple.
+/// The same key set with `crate::rsa` switched off: every RSA algorithm goes through jwt-simple
+/// (the `reference-rsa` feature).
 pub fn keyset_without_fast_path() -> &'static KeySet {
     static KEYS: OnceLock<KeySet> = OnceLock::new();
     KEYS.get_or_init(|| {
