@@ -172,12 +172,12 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
     let request_id = headers.request_id();
     let state = match read {
         None => State {
-            login: Some(headers.login_request(
+            login: Some(std::rc::Rc::new(headers.login_request(
                 path,
                 cookie.unwrap_or_default(),
                 config.trust_forwarded_proto,
                 || h.connection_is_tls(),
-            )),
+            ))),
             request_id,
             ..State::default()
         },
@@ -252,7 +252,7 @@ pub fn request_body(
     }
     let body = h.request_body(body_size.min(crate::login::backchannel::MAX_BODY + 1));
     if let Some(req) = state.borrow_mut().login.as_mut() {
-        req.body = Some(body);
+        std::rc::Rc::make_mut(req).body = Some(body);
     }
     flow::run(h, vm, &state, ctx, true, false)
 }

@@ -1243,3 +1243,53 @@ fn a_flood_of_unknown_kids_holds_a_bounded_number_of_requests() {
     assert_eq!(p.status(2 + held), Some(401), "one more is refused at once");
     assert_eq!(p.waiting(), held as usize);
 }
+
+/// `cargo test --release --lib warm_path_cost -- --ignored --nocapture`: the engine's own work on
+/// the warm path, natively through the fake host (no VM crossings), per request: headers,
+/// response headers, done. The fake host's own bookkeeping is in every figure alike.
+#[test]
+#[ignore]
+fn warm_path_cost() {
+    let t = valid_token();
+    let w = world();
+    let validate = ready(&w, &validate_config(), 100);
+    let login = ready(&w, &login_config(), 200);
+    let sealed = {
+        let v = login.vm.borrow();
+        let sealer = v.sealer.clone().unwrap();
+        let session = crate::session::Session {
+            id_token: Some(t.clone()),
+            refresh_token: Some("r".repeat(700)),
+        };
+        sealer.seal(&session, NOW, 3600).unwrap()
+    };
+    let bearer_req = api("/a", &bearer(&t));
+    let mut cookie_req = api("/a", "");
+    cookie_req.retain(|(n, _)| *n != "authorization");
+    cookie_req.push(("cookie", format!("theme=dark; access_token={t}")));
+    let mut session_req = cookie_req.clone();
+    session_req.retain(|(n, _)| *n != "cookie");
+    session_req.push((
+        "cookie",
+        format!("theme=dark; access_token={t}; access_token_session={sealed}"),
+    ));
+    let n = 20_000u32;
+    let mut run = |name: &str, p: &Proxy, h: &[(&'static str, String)]| {
+        // Warm the cache.
+        assert_eq!(send(p, 5, h), Outcome::Continue, "{name}");
+        p.respond(5, 200);
+        p.end(5);
+        let start = std::time::Instant::now();
+        for i in 0..n {
+            let ctx = 10 + i;
+            assert_eq!(send(p, ctx, h), Outcome::Continue);
+            p.respond(ctx, 200);
+            p.end(ctx);
+        }
+        println!("{name}: {:?} per request", start.elapsed() / n);
+    };
+    run("validate, bearer", &validate, &bearer_req);
+    run("validate, cookie", &validate, &cookie_req);
+    run("login, session", &login, &session_req);
+    run("login, bearer", &login, &bearer_req);
+}

@@ -30,8 +30,8 @@ pub struct State {
     pub rewrites: Vec<(&'static str, Option<Vec<u8>>)>,
     /// Validate mode: the method and the path with its query, for the rules (B7).
     pub route: (String, String),
-    /// Login mode: the request.
-    pub login: Option<login::Request>,
+    /// Login mode: the request (shared, not copied, by every callback that reads it).
+    pub login: Option<Rc<login::Request>>,
     /// Login mode, the workload's own call to another service (an outbound listener): its
     /// `:authority`. Nothing is done to it; its 401 is remembered for the page (L7+).
     pub outbound: Option<String>,

@@ -212,13 +212,18 @@ fn chunk_index(name: &[u8], base: &str) -> Option<usize> {
 }
 
 /// Reassembles a chunked cookie value.
+/// One pass over the header: the first cookie of each chunk's name, in chunk order, up to the
+/// first missing or empty one.
 pub fn read_chunked(cookie_header: &[u8], base: &str) -> Option<String> {
-    let mut out = String::new();
-    for i in 0..MAX_CHUNKS {
-        match web::cookie(cookie_header, &chunk_name(base, i)) {
-            Some(v) if !v.is_empty() => out.push_str(std::str::from_utf8(v).ok()?),
-            _ => break,
+    let mut chunks: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
+    for (name, value) in web::cookies(cookie_header) {
+        if let Some(slot) = chunk_index(name, base).and_then(|i| chunks.get_mut(i)) {
+            slot.get_or_insert(value);
         }
+    }
+    let mut out = String::new();
+    for value in chunks.iter().map_while(|c| c.filter(|v| !v.is_empty())) {
+        out.push_str(std::str::from_utf8(value).ok()?);
     }
     (!out.is_empty()).then_some(out)
 }
@@ -427,13 +432,13 @@ pub fn forwarded_cookies(
             out.extend_from_slice(part);
         }
     };
-    for piece in cookie_header.split(|b| *b == b';') {
+    for piece in web::pieces(cookie_header) {
         let piece = piece.trim_ascii();
-        let name = piece
-            .split(|b| *b == b'=')
-            .next()
-            .unwrap_or_default()
-            .trim_ascii();
+        let name = match web::find_byte(piece, b'=') {
+            Some(eq) => piece.get(..eq).unwrap_or_default(),
+            None => piece,
+        }
+        .trim_ascii();
         if piece.is_empty() {
             continue;
         }

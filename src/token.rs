@@ -511,7 +511,9 @@ fn verify_with(
         // Fuzzing only (`make fuzz`): jwt-simple's general RSA as the reference the fuzz
         // targets compare `crate::rsa` against; never in the module.
         #[cfg(feature = "reference-rsa")]
-        (KeyMaterial::Rsa { n, e, fast: None }, Some(_)) => reference_rsa(token, alg, n, e, options),
+        (KeyMaterial::Rsa { n, e, fast: None }, Some(_)) => {
+            reference_rsa(token, alg, n, e, options)
+        }
         (KeyMaterial::P256(point), None) => ES256PublicKey::from_bytes(point)
             .and_then(|k| k.verify_token::<Map<String, Value>>(token, Some(options))),
         _ => return Err(TokenError::KeyMismatch),
