@@ -1274,7 +1274,7 @@ fn warm_path_cost() {
         format!("theme=dark; access_token={t}; access_token_session={sealed}"),
     ));
     let n = 20_000u32;
-    let mut run = |name: &str, p: &Proxy, h: &[(&'static str, String)]| {
+    let run = |name: &str, p: &Proxy, h: &[(&'static str, String)]| {
         // Warm the cache.
         assert_eq!(send(p, 5, h), Outcome::Continue, "{name}");
         p.respond(5, 200);
