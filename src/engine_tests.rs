@@ -1293,3 +1293,24 @@ fn warm_path_cost() {
     run("login, session", &login, &session_req);
     run("login, bearer", &login, &bearer_req);
 }
+
+#[test]
+fn an_issuer_refusal_logs_the_token_of_a_renamed_cookie() {
+    let w = world();
+    let mut config = login_config();
+    config["cookie"] = json!({"name": "tok"});
+    let p = ready(&w, &config, 100);
+    let mut c = claims(keycloak_claims());
+    c.issuer = Some("https://elsewhere.example.com/realms/x".into());
+    let t = rsa().sign(c).unwrap();
+    let mut h = api("/a", "");
+    h.retain(|(n, _)| *n != "authorization");
+    h.push(("cookie", format!("tok={t}")));
+    send(&p, 2, &h);
+    assert_eq!(p.status(2), Some(401));
+    assert!(
+        p.host
+            .logged("the token has iss \"https://elsewhere.example.com/realms/x\""),
+        "the log line names the token's issuer"
+    );
+}

@@ -257,7 +257,8 @@ fn log_reply(h: &dyn Host, vm: &VmRef, state: &StateRef, reply: &Reply) {
         )
     });
     let detail = if mismatch {
-        let token = presented_token(state);
+        let names = vm.borrow().names.clone();
+        let token = presented_token(state, &names);
         let config = vm.borrow().config.clone();
         token
             .as_deref()
@@ -276,15 +277,14 @@ fn log_reply(h: &dyn Host, vm: &VmRef, state: &StateRef, reply: &Reply) {
 
 /// The token a request presented, for a log line's details (validate mode's, or login mode's
 /// bearer or cookie).
-fn presented_token(state: &StateRef) -> Option<String> {
+fn presented_token(state: &StateRef, names: &crate::session::Names) -> Option<String> {
     let st = state.borrow();
     if let Some(t) = &st.token {
         return Some(String::from_utf8_lossy(t).into_owned());
     }
     let req = st.login.as_ref()?;
     let auths: Vec<&[u8]> = req.authorizations.iter().map(Vec::as_slice).collect();
-    let names = crate::session::Names::new("access_token");
-    match crate::session::credential(&auths, &req.cookies, &names) {
+    match crate::session::credential(&auths, &req.cookies, names) {
         crate::session::Credential::One { token, .. } => {
             Some(String::from_utf8_lossy(&token).into_owned())
         }
