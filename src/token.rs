@@ -1193,86 +1193,51 @@ mod tests {
 
     #[test]
     fn every_rsa_algorithm_verifies_against_a_key_published_for_it() {
+        /// A token signed with `key` (DER) by `alg`, naming `kid`.
+        fn signed(alg: &str, key: &[u8], kid: &str) -> String {
+            let c = || claims(keycloak_claims());
+            match alg {
+                "RS384" => RS384KeyPair::from_der(key)
+                    .unwrap()
+                    .with_key_id(kid)
+                    .sign(c()),
+                "RS512" => RS512KeyPair::from_der(key)
+                    .unwrap()
+                    .with_key_id(kid)
+                    .sign(c()),
+                "PS256" => PS256KeyPair::from_der(key)
+                    .unwrap()
+                    .with_key_id(kid)
+                    .sign(c()),
+                "PS384" => PS384KeyPair::from_der(key)
+                    .unwrap()
+                    .with_key_id(kid)
+                    .sign(c()),
+                "PS512" => PS512KeyPair::from_der(key)
+                    .unwrap()
+                    .with_key_id(kid)
+                    .sign(c()),
+                other => panic!("{other}"),
+            }
+            .unwrap()
+        }
+        let algs = ["RS384", "RS512", "PS256", "PS384", "PS512"];
         let der = rsa().to_der().unwrap();
-        type Signer<'a> = Box<dyn Fn(&str) -> String + 'a>;
-        let algs: [(&str, Signer); 5] = [
-            (
-                "RS384",
-                Box::new(|kid| {
-                    RS384KeyPair::from_der(&der)
-                        .unwrap()
-                        .with_key_id(kid)
-                        .sign(claims(keycloak_claims()))
-                        .unwrap()
-                }),
-            ),
-            (
-                "RS512",
-                Box::new(|kid| {
-                    RS512KeyPair::from_der(&der)
-                        .unwrap()
-                        .with_key_id(kid)
-                        .sign(claims(keycloak_claims()))
-                        .unwrap()
-                }),
-            ),
-            (
-                "PS256",
-                Box::new(|kid| {
-                    PS256KeyPair::from_der(&der)
-                        .unwrap()
-                        .with_key_id(kid)
-                        .sign(claims(keycloak_claims()))
-                        .unwrap()
-                }),
-            ),
-            (
-                "PS384",
-                Box::new(|kid| {
-                    PS384KeyPair::from_der(&der)
-                        .unwrap()
-                        .with_key_id(kid)
-                        .sign(claims(keycloak_claims()))
-                        .unwrap()
-                }),
-            ),
-            (
-                "PS512",
-                Box::new(|kid| {
-                    PS512KeyPair::from_der(&der)
-                        .unwrap()
-                        .with_key_id(kid)
-                        .sign(claims(keycloak_claims()))
-                        .unwrap()
-                }),
-            ),
-        ];
-        for (alg, sign) in &algs {
+        let other = other_rsa().to_der().unwrap();
+        for (i, alg) in algs.iter().enumerate() {
             let mut jwk = rsa_jwk(rsa(), alg);
             jwk["alg"] = json!(alg);
             let set = crate::jwks::KeySet::parse(json!({ "keys": [jwk] }).to_string().as_bytes())
                 .unwrap();
-            let v = verify(&sign(alg), &set, &rules(), NOW, None);
+            let v = verify(&signed(alg, &der, alg), &set, &rules(), NOW, None);
             assert!(v.is_ok(), "{alg}: {:?}", v.err());
             // Signed with another key: refused.
-            let other = other_rsa().to_der().unwrap();
-            let forged = match *alg {
-                "PS256" => PS256KeyPair::from_der(&other)
-                    .unwrap()
-                    .with_key_id(alg)
-                    .sign(claims(keycloak_claims()))
-                    .unwrap(),
-                _ => RS384KeyPair::from_der(&other)
-                    .unwrap()
-                    .with_key_id(alg)
-                    .sign(claims(keycloak_claims()))
-                    .unwrap(),
-            };
+            let forged = signed(alg, &other, alg);
             assert!(verify(&forged, &set, &rules(), NOW, None).is_err(), "{alg}");
             // A token of another algorithm naming this key: refused before any check.
-            let (other_alg, other_sign) = algs.iter().find(|(a, _)| a != alg).unwrap();
+            let other_alg = algs[(i + 1) % algs.len()];
             assert_eq!(
-                verify(&other_sign(alg), &set, &rules(), NOW, None).map(|_| ()),
+                verify(&signed(other_alg, &der, alg), &set, &rules(), NOW, None).map(|_| ()),
                 Err(TokenError::KeyMismatch),
                 "{other_alg} token, {alg} key"
             );
