@@ -184,21 +184,10 @@ impl KeyStore {
         let last = self.fetched_at_ms.max(self.last_attempt_ms.unwrap_or(0));
         last.saturating_add(REFETCH_MIN_INTERVAL_MS)
     }
-
-    /// What a token with an unknown `kid` may do now.
-    pub fn refetch(&self, now_ms: u64) -> Refetch<'_> {
-        if self.refetch_allowed(now_ms) {
-            Refetch::Now
-        } else {
-            Refetch::Next {
-                dropped: &self.dropped,
-            }
-        }
-    }
 }
 
-/// The `kid`s no longer in `new`: those `old` had, then those dropped before, newest last, at
-/// most [`MAX_DROPPED_KIDS`]. A key that comes back is no longer dropped.
+/// The `kid`s not in `new`: those dropped before, then those `old` had (newest last), at most
+/// [`MAX_DROPPED_KIDS`]. A key that comes back is no longer dropped.
 fn dropped_kids(old: Option<&KeySet>, before: &[String], new: &KeySet) -> Rc<[String]> {
     let in_new = |kid: &String| new.by_kid(kid).is_some();
     let mut kids: Vec<String> = before.iter().filter(|k| !in_new(k)).cloned().collect();
