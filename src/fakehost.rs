@@ -308,11 +308,12 @@ impl Host for FakeHost {
         true
     }
 
-    fn fill_random(&self, buf: &mut [u8]) {
+    fn fill_random(&self, buf: &mut [u8]) -> bool {
         for b in buf.iter_mut() {
             self.rng.set(self.rng.get().wrapping_add(37));
             *b = self.rng.get();
         }
+        true
     }
 }
 

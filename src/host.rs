@@ -76,14 +76,15 @@ pub trait Host {
 
     /// Makes `context_id` the target of the following calls; false when it no longer exists.
     fn enter(&self, context_id: u32) -> bool;
-    fn fill_random(&self, buf: &mut [u8]);
+    /// False when the host gave no randomness.
+    fn fill_random(&self, buf: &mut [u8]) -> bool;
 }
 
 /// The host's random source as the login decisions take it.
 pub struct HostRandom<'a>(pub &'a dyn Host);
 
 impl crate::login::Random for HostRandom<'_> {
-    fn fill(&mut self, buf: &mut [u8]) {
-        self.0.fill_random(buf);
+    fn fill(&mut self, buf: &mut [u8]) -> bool {
+        self.0.fill_random(buf)
     }
 }

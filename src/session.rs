@@ -2,8 +2,8 @@
 //! when a value outgrows what a browser keeps in one cookie, and written with the configured
 //! attributes.
 
-use jwt_simple::prelude::*;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{CookieConfig, SameSite, SessionKeys};
 use crate::web;
@@ -93,55 +93,171 @@ impl TryFrom<SealedSession> for Session {
 }
 
 /// Seals with the first key of `session_secret`, opens with any of them (rotation).
+///
+/// The format is a compact JWE (RFC 7516) with `A256KW` key wrapping (RFC 3394) and `A256GCM`
+/// content encryption, the payload a JSON object with `iat` and `exp` beside the value's own
+/// fields: the cookies jwt-simple sealed before 0.2 open unchanged.
 pub struct Sealer {
-    sealing: A256KWKey,
-    older: Vec<A256KWKey>,
+    sealing: KeyWrap,
+    older: Vec<KeyWrap>,
 }
+
+/// The protected header of every value this filter seals, in base64url (`{"alg":"A256KW",
+/// "enc":"A256GCM"}`); it is also the AEAD's associated data.
+const SEALED_HEADER_B64: &str = "eyJhbGciOiJBMjU2S1ciLCJlbmMiOiJBMjU2R0NNIn0";
+
+/// A sealed value is refused unread beyond this length.
+const MAX_SEALED_LEN: usize = CHUNK_SIZE * MAX_CHUNKS + 64;
 
 impl Sealer {
     pub fn new(keys: &SessionKeys) -> Option<Sealer> {
-        let sealing = A256KWKey::from_bytes(keys.sealing().bytes()).ok()?;
-        let older = keys
-            .all()
-            .skip(1)
-            .map(|k| A256KWKey::from_bytes(k.bytes()).ok())
-            .collect::<Option<Vec<_>>>()?;
-        Some(Sealer { sealing, older })
+        Some(Sealer {
+            sealing: KeyWrap::new(keys.sealing().bytes()),
+            older: keys
+                .all()
+                .skip(1)
+                .map(|k| KeyWrap::new(k.bytes()))
+                .collect(),
+        })
     }
 
+    /// `None` only when the platform has no randomness to give.
     pub fn seal<T: Serialize>(&self, value: T, now: u64, ttl: u64) -> Option<String> {
-        let mut claims = Claims::with_custom_claims(value, Duration::from_secs(ttl));
-        claims.issued_at = Some(UnixTimeStamp::from_secs(now));
-        claims.invalid_before = None;
-        claims.expires_at = Some(UnixTimeStamp::from_secs(now.saturating_add(ttl)));
-        self.sealing.encrypt(claims).ok()
+        use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(value) else {
+            return None;
+        };
+        let mut payload = serde_json::Map::new();
+        payload.insert("iat".into(), now.into());
+        payload.insert("exp".into(), now.saturating_add(ttl).into());
+        payload.extend(fields);
+        let plaintext = serde_json::to_vec(&payload).ok()?;
+
+        let mut cek = [0u8; 32];
+        let mut iv = [0u8; 12];
+        getrandom::getrandom(&mut cek).ok()?;
+        getrandom::getrandom(&mut iv).ok()?;
+        let wrapped = self.sealing.encapsulate(&cek).ok()?;
+        let sealed = aes_gcm::Aes256Gcm::new(&cek.into())
+            .encrypt(
+                &iv.into(),
+                Payload {
+                    msg: &plaintext,
+                    aad: SEALED_HEADER_B64.as_bytes(),
+                },
+            )
+            .ok()?;
+        let (ciphertext, tag) = sealed.split_at(sealed.len().checked_sub(16)?);
+        Some(format!(
+            "{SEALED_HEADER_B64}.{}.{}.{}.{}",
+            b64.encode(wrapped),
+            b64.encode(iv),
+            b64.encode(ciphertext),
+            b64.encode(tag)
+        ))
     }
 
     /// Opens a sealed value; `None` if it was tampered with, sealed with no key of the list, or
     /// expired. Every failure ends the same way (no padding or MAC oracle: A256GCM authenticates
     /// before anything is read, and the caller sees only `None`).
     pub fn open<T: DeserializeOwned>(&self, sealed: &str, now: u64) -> Option<T> {
-        std::iter::once(&self.sealing)
-            .chain(self.older.iter())
-            .find_map(|key| Self::open_with(key, sealed, now))
-    }
-
-    fn open_with<T: DeserializeOwned>(key: &A256KWKey, sealed: &str, now: u64) -> Option<T> {
-        if sealed.len() > CHUNK_SIZE * MAX_CHUNKS + 64 {
+        if sealed.len() > MAX_SEALED_LEN {
             return None;
         }
-        let options = DecryptionOptions {
-            max_token_length: Some(CHUNK_SIZE * MAX_CHUNKS + 64),
-            claim_options: Some(VerificationOptions {
-                artificial_time: Some(UnixTimeStamp::from_secs(now)),
-                time_tolerance: Some(Duration::from_secs(0)),
-                ..Default::default()
-            }),
-            ..Default::default()
+        let parts = SealedParts::read(sealed)?;
+        std::iter::once(&self.sealing)
+            .chain(self.older.iter())
+            .find_map(|key| parts.open_with(key))
+            .and_then(|payload| Self::fields(payload, now))
+    }
+
+    /// The value's own fields, if the payload has not expired (`exp` is exclusive).
+    fn fields<T: DeserializeOwned>(payload: Vec<u8>, now: u64) -> Option<T> {
+        let serde_json::Value::Object(mut map) = serde_json::from_slice(&payload).ok()? else {
+            return None;
         };
-        let claims: JWTClaims<T> = key.decrypt_token(sealed, Some(options)).ok()?;
-        claims.expires_at?;
-        Some(claims.custom)
+        let expires_at = map.remove("exp")?.as_u64()?;
+        if now >= expires_at {
+            return None;
+        }
+        map.remove("iat");
+        serde_json::from_value(serde_json::Value::Object(map)).ok()
+    }
+}
+
+/// AES-256 key wrapping (RFC 3394) with one key of `session_secret`.
+type KeyWrap = aes_keywrap::Aes256KeyWrapAligned;
+
+/// The five parts of a compact JWE, decoded; the header checked to be the one this filter
+/// writes (the algorithm names, and nothing that would change how the rest is read).
+struct SealedParts<'a> {
+    header_b64: &'a str,
+    wrapped_key: Vec<u8>,
+    iv: [u8; 12],
+    ciphertext_and_tag: Vec<u8>,
+}
+
+impl<'a> SealedParts<'a> {
+    fn read(sealed: &'a str) -> Option<SealedParts<'a>> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut parts = sealed.split('.');
+        let (Some(header_b64), Some(key), Some(iv), Some(ciphertext), Some(tag), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        let header: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&b64.decode(header_b64).ok()?).ok()?;
+        let names = |name: &str, value: &str| {
+            header.get(name).and_then(serde_json::Value::as_str) == Some(value)
+        };
+        if !names("alg", "A256KW")
+            || !names("enc", "A256GCM")
+            || header.contains_key("zip")
+            || header
+                .get("crit")
+                .is_some_and(|c| c.as_array().is_none_or(|c| !c.is_empty()))
+        {
+            return None;
+        }
+        let mut ciphertext_and_tag = b64.decode(ciphertext).ok()?;
+        let tag = b64.decode(tag).ok()?;
+        if tag.len() != 16 {
+            return None;
+        }
+        ciphertext_and_tag.extend_from_slice(&tag);
+        Some(SealedParts {
+            header_b64,
+            wrapped_key: b64.decode(key).ok()?,
+            iv: b64.decode(iv).ok()?.try_into().ok()?,
+            ciphertext_and_tag,
+        })
+    }
+
+    fn open_with(&self, key: &KeyWrap) -> Option<Vec<u8>> {
+        use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
+        if self.wrapped_key.len() != 40 {
+            return None;
+        }
+        let cek: [u8; 32] = key.decapsulate(&self.wrapped_key).ok()?.try_into().ok()?;
+        aes_gcm::Aes256Gcm::new(&cek.into())
+            .decrypt(
+                &self.iv.into(),
+                Payload {
+                    msg: &self.ciphertext_and_tag,
+                    aad: self.header_b64.as_bytes(),
+                },
+            )
+            .ok()
     }
 }
 
@@ -511,6 +627,99 @@ mod tests {
         assert_eq!(s.open::<Session>(&sealed, 1061), None, "expired");
     }
 
+    /// The format is jwt-simple's JWE (A256KW, A256GCM), which sealed the cookies of earlier
+    /// releases: a cookie sealed by either opens with the other, so an upgrade logs no one out.
+    #[test]
+    fn cookies_sealed_by_jwt_simple_open_and_the_other_way_round() {
+        use jwt_simple::prelude::*;
+        let secret = "nsseZrfUE/AHsM4ERYcYpaCfgpxPm14SyfAAFapYwC8=";
+        let bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, secret).unwrap();
+        // The session key as earlier releases folded it: HMAC-SHA256 by jwt-simple.
+        let folded = HS256Key::from_bytes(&bytes).authentication_tag(b"mesh-oidc session key v1");
+        let theirs = A256KWKey::from_bytes(&folded).unwrap();
+        let ours = sealer();
+
+        let mut claims = Claims::with_custom_claims(session(), Duration::from_secs(60));
+        claims.issued_at = Some(UnixTimeStamp::from_secs(1000));
+        claims.invalid_before = None;
+        claims.expires_at = Some(UnixTimeStamp::from_secs(1060));
+        let by_them = theirs.encrypt(claims).unwrap();
+        assert_eq!(ours.open::<Session>(&by_them, 1030), Some(session()));
+        assert_eq!(ours.open::<Session>(&by_them, 1060), None, "expired");
+
+        let by_us = ours.seal(session(), 1000, 60).unwrap();
+        let options = DecryptionOptions {
+            claim_options: Some(VerificationOptions {
+                artificial_time: Some(UnixTimeStamp::from_secs(1030)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opened: JWTClaims<Session> = theirs.decrypt_token(&by_us, Some(options)).unwrap();
+        assert_eq!(opened.custom, session());
+        assert_eq!(opened.expires_at, Some(UnixTimeStamp::from_secs(1060)));
+    }
+
+    #[test]
+    fn every_seal_has_its_own_key_and_iv() {
+        let s = sealer();
+        let a = s.seal(session(), 1000, 60).unwrap();
+        let b = s.seal(session(), 1000, 60).unwrap();
+        let parts = |v: &str| v.split('.').map(str::to_string).collect::<Vec<_>>();
+        let (a, b) = (parts(&a), parts(&b));
+        assert_eq!(a.len(), 5);
+        assert_eq!(a[0], b[0], "the same header");
+        assert_ne!(a[1], b[1], "a fresh content key");
+        assert_ne!(a[2], b[2], "a fresh IV");
+    }
+
+    #[test]
+    fn a_header_other_than_ours_is_refused_even_when_authentic() {
+        use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let s = sealer();
+        let seal_with = |header: &str| {
+            let header = b64.encode(header);
+            let cek = [9u8; 32];
+            let iv = [3u8; 12];
+            let body = br#"{"exp":2000,"i":"id.token.x","r":"refresh"}"#;
+            let sealed = aes_gcm::Aes256Gcm::new(&cek.into())
+                .encrypt(
+                    &iv.into(),
+                    Payload {
+                        msg: body,
+                        aad: header.as_bytes(),
+                    },
+                )
+                .unwrap();
+            let (c, t) = sealed.split_at(sealed.len() - 16);
+            format!(
+                "{header}.{}.{}.{}.{}",
+                b64.encode(s.sealing.encapsulate(&cek).unwrap()),
+                b64.encode(iv),
+                b64.encode(c),
+                b64.encode(t)
+            )
+        };
+        let good = seal_with(r#"{"alg":"A256KW","enc":"A256GCM","typ":"JWT"}"#);
+        assert_eq!(s.open::<Session>(&good, 1000), Some(session()));
+        for header in [
+            r#"{"alg":"A256KW","enc":"A256GCM","zip":"DEF"}"#,
+            r#"{"alg":"A256KW","enc":"A256GCM","crit":["exp"]}"#,
+            r#"{"alg":"A128KW","enc":"A256GCM"}"#,
+            r#"{"alg":"A256KW","enc":"A128GCM"}"#,
+            r#"{"alg":"dir","enc":"A256GCM"}"#,
+        ] {
+            assert_eq!(
+                s.open::<Session>(&seal_with(header), 1000),
+                None,
+                "{header}"
+            );
+        }
+    }
+
     #[test]
     fn tampering_or_another_key_fails() {
         let s = sealer();
@@ -523,7 +732,7 @@ mod tests {
             None
         );
         let other = Sealer {
-            sealing: A256KWKey::from_bytes(&[7u8; 32]).unwrap(),
+            sealing: KeyWrap::new(&[7u8; 32]),
             older: Vec::new(),
         };
         assert_eq!(other.open::<Session>(&sealed, 1001), None);

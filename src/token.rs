@@ -1,8 +1,6 @@
 //! Token checks (B2): signature with a key from the set and an asymmetric algorithm that fits it,
 //! issuer, time claims with skew, and the audience rules.
 
-use jwt_simple::prelude::*;
-use jwt_simple::JWTError;
 use serde_json::{Map, Value};
 
 use crate::config::TokenRules;
@@ -399,27 +397,18 @@ fn verify_as(
     if candidates.is_empty() {
         return Err(TokenError::UnknownKey);
     }
-
-    let options = VerificationOptions {
-        allowed_issuers: Some(HashSet::from_strings(&[rules.issuer.as_str()])),
-        time_tolerance: Some(Duration::from_secs(rules.clock_skew_seconds)),
-        artificial_time: Some(UnixTimeStamp::from_secs(now)),
-        max_token_length: Some(MAX_TOKEN_LEN),
-        required_nonce: nonce.map(str::to_string),
-        ..Default::default()
-    };
-
-    let mut last = TokenError::BadSignature;
+    let mut outcome = Err(TokenError::BadSignature);
     for key in candidates {
-        match verify_with(token, header.alg, &key.material, options.clone()) {
-            Ok(claims) => return finish(token, &header, claims, rules, now, kind),
-            Err(e) => last = e,
+        outcome = check_signature(token, header.alg, &key.material);
+        if outcome.is_ok() {
+            break;
         }
     }
-    Err(last)
+    outcome?;
+    let claims = Payload::read(token)?;
+    claims.check(rules, now, nonce)?;
+    finish(&header, claims, rules, now, kind)
 }
-
-type Claims = JWTClaims<Map<String, Value>>;
 
 /// The order n of P-256's group, big-endian.
 const P256_ORDER: [u8; 32] = [
@@ -483,13 +472,12 @@ fn cache_key(token: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn verify_with(
-    token: &str,
-    alg: Alg,
-    material: &KeyMaterial,
-    options: VerificationOptions,
-) -> Result<Claims, TokenError> {
+/// The signature of a compact JWS over its signing input, with one key. Nothing of the payload
+/// is read before this succeeds.
+fn check_signature(token: &str, alg: Alg, material: &KeyMaterial) -> Result<(), TokenError> {
     use crate::rsa::{Hash, Padding};
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let scheme = match alg {
         Alg::RS256 => Some((Padding::Pkcs1v15, Hash::Sha256)),
         Alg::RS384 => Some((Padding::Pkcs1v15, Hash::Sha384)),
@@ -499,140 +487,171 @@ fn verify_with(
         Alg::PS512 => Some((Padding::Pss, Hash::Sha512)),
         Alg::ES256 => None,
     };
-    let result = match (material, scheme) {
+    let (signing_input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    let signature = b64.decode(signature).map_err(|_| TokenError::Malformed)?;
+    let valid = match (material, scheme) {
         // Every RSA algorithm through `crate::rsa`; a key it refused (size, exponent) verifies
         // nothing.
         (
             KeyMaterial::Rsa {
                 fast: Some(key), ..
             },
-            Some(scheme),
-        ) => return verify_rsa_fast(token, key, scheme, options),
+            Some((padding, hash)),
+        ) => key.verify(padding, hash, signing_input.as_bytes(), &signature),
         // Fuzzing only (`make fuzz`): jwt-simple's general RSA as the reference the fuzz
         // targets compare `crate::rsa` against; never in the module.
         #[cfg(feature = "reference-rsa")]
-        (KeyMaterial::Rsa { n, e, fast: None }, Some(_)) => {
-            reference_rsa(token, alg, n, e, options)
+        (KeyMaterial::Rsa { n, e, fast: None }, Some(_)) => return reference_rsa(token, alg, n, e),
+        (KeyMaterial::P256(point), None) => {
+            es256_verify(point, signing_input.as_bytes(), &signature)?
         }
-        (KeyMaterial::P256(point), None) => ES256PublicKey::from_bytes(point)
-            .and_then(|k| k.verify_token::<Map<String, Value>>(token, Some(options))),
         _ => return Err(TokenError::KeyMismatch),
     };
-    result.map_err(|e| classify(&e))
+    if valid {
+        Ok(())
+    } else {
+        Err(TokenError::BadSignature)
+    }
 }
 
+/// ECDSA P-256 with SHA-256 (RFC 7518 §3.4): `signature` is r ‖ s, 32 bytes each, already in its
+/// low-S form (see [`es256_low_s`]); `point` is the key's uncompressed SEC1 point.
+fn es256_verify(point: &[u8], message: &[u8], signature: &[u8]) -> Result<bool, TokenError> {
+    use p256::ecdsa::signature::Verifier as _;
+    use p256::ecdsa::{Signature, VerifyingKey};
+    let key = VerifyingKey::from_sec1_bytes(point).map_err(|_| TokenError::KeyMismatch)?;
+    let Ok(signature) = Signature::from_slice(signature) else {
+        return Ok(false);
+    };
+    Ok(key.verify(message, &signature).is_ok())
+}
+
+/// Fuzzing only: jwt-simple's RSA on the signature alone (its claim checks are made
+/// unconditional by a time it cannot refuse), so that only the signature is compared.
 #[cfg(feature = "reference-rsa")]
-fn reference_rsa(
-    token: &str,
-    alg: Alg,
-    n: &[u8],
-    e: &[u8],
-    options: VerificationOptions,
-) -> Result<Claims, jwt_simple::Error> {
-    let opts = Some(options);
-    match alg {
-        Alg::RS256 => RS256PublicKey::from_components(n, e)?.verify_token(token, opts),
-        Alg::RS384 => RS384PublicKey::from_components(n, e)?.verify_token(token, opts),
-        Alg::RS512 => RS512PublicKey::from_components(n, e)?.verify_token(token, opts),
-        Alg::PS256 => PS256PublicKey::from_components(n, e)?.verify_token(token, opts),
-        Alg::PS384 => PS384PublicKey::from_components(n, e)?.verify_token(token, opts),
-        Alg::PS512 => PS512PublicKey::from_components(n, e)?.verify_token(token, opts),
-        Alg::ES256 => Err(JWTError::InvalidPublicKey.into()),
+fn reference_rsa(token: &str, alg: Alg, n: &[u8], e: &[u8]) -> Result<(), TokenError> {
+    use jwt_simple::prelude::*;
+    let far = Duration::from_secs(u64::from(u32::MAX) * 4);
+    let options = Some(VerificationOptions {
+        accept_future: true,
+        time_tolerance: Some(far),
+        artificial_time: Some(far),
+        max_token_length: Some(MAX_TOKEN_LEN),
+        ..Default::default()
+    });
+    type Any = JWTClaims<serde::de::IgnoredAny>;
+    let result: Result<Any, jwt_simple::Error> = (|| match alg {
+        Alg::RS256 => RS256PublicKey::from_components(n, e)?.verify_token(token, options),
+        Alg::RS384 => RS384PublicKey::from_components(n, e)?.verify_token(token, options),
+        Alg::RS512 => RS512PublicKey::from_components(n, e)?.verify_token(token, options),
+        Alg::PS256 => PS256PublicKey::from_components(n, e)?.verify_token(token, options),
+        Alg::PS384 => PS384PublicKey::from_components(n, e)?.verify_token(token, options),
+        Alg::PS512 => PS512PublicKey::from_components(n, e)?.verify_token(token, options),
+        Alg::ES256 => Err(jwt_simple::JWTError::InvalidPublicKey.into()),
+    })();
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) => match e.downcast_ref::<jwt_simple::JWTError>() {
+            Some(
+                jwt_simple::JWTError::InvalidPublicKey
+                | jwt_simple::JWTError::UnsupportedRSAModulus,
+            ) => Err(TokenError::KeyMismatch),
+            Some(jwt_simple::JWTError::InvalidSignature) | None => Err(TokenError::BadSignature),
+            Some(_) => Err(TokenError::Malformed),
+        },
     }
 }
 
-/// An RSA signature through `crate::rsa`, then the same claim checks jwt-simple makes (its own
-/// are not public): `iat` and `nbf` not in the future and `exp` not past, with the tolerance; the
-/// issuer; the nonce when one is required.
-fn verify_rsa_fast(
-    token: &str,
-    key: &crate::rsa::PublicKey,
-    (padding, hash): (crate::rsa::Padding, crate::rsa::Hash),
-    options: VerificationOptions,
-) -> Result<Claims, TokenError> {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let (signing_input, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
-    let signature = b64.decode(signature).map_err(|_| TokenError::Malformed)?;
-    if !key.verify(padding, hash, signing_input.as_bytes(), &signature) {
-        return Err(TokenError::BadSignature);
-    }
-    let payload = signing_input
-        .split_once('.')
-        .map(|(_, p)| p)
-        .ok_or(TokenError::Malformed)?;
-    let payload = b64.decode(payload).map_err(|_| TokenError::Malformed)?;
-    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+/// The payload of a token whose signature verified, every name once, and the registered claims
+/// read from it with their types (RFC 7519 §4.1): a claim of the wrong type is a malformed token.
+struct Payload {
+    raw: Map<String, Value>,
+    issued_at: Option<u64>,
+    not_before: Option<u64>,
+    expires_at: Option<u64>,
+    audiences: Vec<String>,
+}
 
-    let now = options.artificial_time.map_or(0, |t| t.as_secs());
-    let tolerance = options.time_tolerance.map_or(0, |t| t.as_secs());
-    if claims
-        .issued_at
-        .is_some_and(|t| t.as_secs() > now.saturating_add(tolerance))
-    {
-        return Err(TokenError::IssuedInFuture);
+impl Payload {
+    fn read(token: &str) -> Result<Payload, TokenError> {
+        let raw = token
+            .split('.')
+            .nth(1)
+            .and_then(decode_object)
+            .ok_or(TokenError::Malformed)?;
+        // A null reads as an absent claim (what the type checks below see), though the name
+        // still counts where its presence marks a kind of token (`nonce`).
+        for name in ["iss", "sub", "jti", "nonce"] {
+            if raw
+                .get(name)
+                .is_some_and(|v| !v.is_string() && !v.is_null())
+            {
+                return Err(TokenError::Malformed);
+            }
+        }
+        let audiences = match raw.get("aud") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) => {
+                let mut list: Vec<String> = Vec::with_capacity(items.len());
+                for item in items {
+                    let item = item.as_str().ok_or(TokenError::Malformed)?;
+                    if !list.iter().any(|a| a == item) {
+                        list.push(item.to_string());
+                    }
+                }
+                list
+            }
+            Some(_) => return Err(TokenError::Malformed),
+        };
+        Ok(Payload {
+            issued_at: time_claim(&raw, "iat")?,
+            not_before: time_claim(&raw, "nbf")?,
+            expires_at: time_claim(&raw, "exp")?,
+            audiences,
+            raw,
+        })
     }
-    if claims
-        .invalid_before
-        .is_some_and(|t| now.saturating_add(tolerance) < t.as_secs())
-    {
-        return Err(TokenError::NotYetValid);
-    }
-    if claims
-        .expires_at
-        .is_some_and(|t| !before_expiry(now, t.as_secs(), tolerance))
-    {
-        return Err(TokenError::Expired);
-    }
-    if let Some(allowed) = &options.allowed_issuers {
-        if !claims.issuer.as_ref().is_some_and(|i| allowed.contains(i)) {
+
+    /// `iat` and `nbf` not in the future and `exp` not past, with the skew; the issuer; the
+    /// nonce when one is required. (What kind of token it is, and the audience, come after.)
+    fn check(&self, rules: &TokenRules, now: u64, nonce: Option<&str>) -> Result<(), TokenError> {
+        let later = now.saturating_add(rules.clock_skew_seconds);
+        if self.issued_at.is_some_and(|t| t > later) {
+            return Err(TokenError::IssuedInFuture);
+        }
+        if self.not_before.is_some_and(|t| t > later) {
+            return Err(TokenError::NotYetValid);
+        }
+        if self
+            .expires_at
+            .is_some_and(|t| !before_expiry(now, t, rules.clock_skew_seconds))
+        {
+            return Err(TokenError::Expired);
+        }
+        if self.raw.get("iss").and_then(Value::as_str) != Some(rules.issuer.as_str()) {
             return Err(TokenError::WrongIssuer);
         }
-    }
-    if let Some(required) = &options.required_nonce {
-        if claims.nonce.as_ref() != Some(required) {
-            return Err(TokenError::WrongNonce);
+        if let Some(required) = nonce {
+            if self.raw.get("nonce").and_then(Value::as_str) != Some(required) {
+                return Err(TokenError::WrongNonce);
+            }
         }
-    }
-    Ok(claims)
-}
-
-fn classify(err: &jwt_simple::Error) -> TokenError {
-    match err.downcast_ref::<JWTError>() {
-        Some(JWTError::TokenHasExpired) => TokenError::Expired,
-        Some(JWTError::TokenNotValidYet) => TokenError::NotYetValid,
-        Some(JWTError::ClockDrift) => TokenError::IssuedInFuture,
-        Some(JWTError::RequiredIssuerMismatch | JWTError::RequiredIssuerMissing) => {
-            TokenError::WrongIssuer
-        }
-        Some(JWTError::RequiredNonceMismatch | JWTError::RequiredNonceMissing) => {
-            TokenError::WrongNonce
-        }
-        Some(JWTError::AlgorithmMismatch) => TokenError::AlgorithmNotAllowed,
-        Some(JWTError::InvalidSignature) => TokenError::BadSignature,
-        Some(JWTError::InvalidPublicKey | JWTError::UnsupportedRSAModulus) => {
-            TokenError::KeyMismatch
-        }
-        // Anything else (bad encoding, bad JSON, unknown crit header) is a malformed token;
-        // signature failures inside the crypto crates surface as opaque errors too.
-        Some(_) => TokenError::Malformed,
-        None => TokenError::BadSignature,
+        Ok(())
     }
 }
 
-/// jwt-simple reads a negative `exp` such as -1 as a time in 2106 (it casts, then its 32-bit
-/// seconds wrap), so a token could never expire. The raw times must be non-negative numbers
-/// that fit in 32 bits.
-fn times_are_sane(map: &Map<String, Value>) -> bool {
-    ["exp", "nbf", "iat"]
-        .iter()
-        .all(|name| match map.get(*name) {
-            None => true,
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .is_some_and(|t| (0.0..f64::from(u32::MAX)).contains(&t)),
-            Some(_) => false,
-        })
+/// A NumericDate claim: a whole number of seconds, not negative and below 2^32 (a time that
+/// wraps or that no clock reaches is a malformed token, not one that never expires).
+fn time_claim(map: &Map<String, Value>, name: &str) -> Result<Option<u64>, TokenError> {
+    match map.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|t| *t < u64::from(u32::MAX))
+            .map(Some)
+            .ok_or(TokenError::Malformed),
+    }
 }
 
 /// B2+: `exp` is exclusive (RFC 7519 §4.1.4), so a token is valid only while
@@ -737,70 +756,45 @@ pub fn check_introspected(
 }
 
 fn finish(
-    token: &str,
     header: &Header,
-    claims: Claims,
+    claims: Payload,
     rules: &TokenRules,
     now: u64,
     kind: Kind,
 ) -> Result<Verified, TokenError> {
-    // The payload as written, every name once: what the typed claims may have left out (a
-    // `nonce` of null, say) still counts.
-    let raw = token
-        .split('.')
-        .nth(1)
-        .and_then(decode_object)
-        .ok_or(TokenError::Malformed)?;
-    if !times_are_sane(&raw) {
-        return Err(TokenError::Malformed);
-    }
+    let raw = &claims.raw;
     match kind {
-        Kind::Access if !is_access_token(header, &raw) => return Err(TokenError::NotAnAccessToken),
-        Kind::Id if !is_id_token(header, &raw) => return Err(TokenError::NotAnIdToken),
-        Kind::Logout if !is_logout_token(header, &raw) => return Err(TokenError::NotALogoutToken),
+        Kind::Access if !is_access_token(header, raw) => return Err(TokenError::NotAnAccessToken),
+        Kind::Id if !is_id_token(header, raw) => return Err(TokenError::NotAnIdToken),
+        Kind::Logout if !is_logout_token(header, raw) => return Err(TokenError::NotALogoutToken),
         _ => {}
     }
     let expires_at = match (claims.expires_at, &kind, claims.issued_at) {
-        (Some(exp), _, _) => exp.as_secs(),
-        (None, Kind::Logout, Some(iat)) => iat.as_secs().saturating_add(LOGOUT_TOKEN_MAX_AGE),
+        (Some(exp), _, _) => exp,
+        (None, Kind::Logout, Some(iat)) => iat.saturating_add(LOGOUT_TOKEN_MAX_AGE),
         _ => return Err(TokenError::MissingExpiry),
     };
     if !before_expiry(now, expires_at, rules.clock_skew_seconds) {
         return Err(TokenError::Expired);
     }
-    let audiences: Vec<String> = match &claims.audiences {
-        None => Vec::new(),
-        Some(Audiences::AsString(s)) => vec![s.clone()],
-        Some(Audiences::AsSet(set)) => set.iter().cloned().collect(),
-    };
-    audience_rules(&audiences, &claims.custom, rules)?;
+    audience_rules(&claims.audiences, raw, rules)?;
 
-    let mut map = claims.custom;
-    let mut put = |name: &str, value: Option<Value>| {
-        if let Some(v) = value {
-            map.insert(name.to_string(), v);
-        }
+    let Payload {
+        mut raw, audiences, ..
+    } = claims;
+    raw.insert("exp".to_string(), Value::from(expires_at));
+    // One audience reads as a string, several as a list without repeats.
+    let aud = match audiences.len() {
+        0 => None,
+        1 => audiences.into_iter().next().map(Value::String),
+        _ => Some(Value::from(audiences)),
     };
-    put("iss", claims.issuer.map(Value::String));
-    put("sub", claims.subject.map(Value::String));
-    put("jti", claims.jwt_id.map(Value::String));
-    put("nonce", claims.nonce.map(Value::String));
-    put("exp", Some(Value::from(expires_at)));
-    put("iat", claims.issued_at.map(|t| Value::from(t.as_secs())));
-    put(
-        "nbf",
-        claims.invalid_before.map(|t| Value::from(t.as_secs())),
-    );
-    put(
-        "aud",
-        match audiences.len() {
-            0 => None,
-            1 => audiences.first().cloned().map(Value::String),
-            _ => Some(Value::from(audiences)),
-        },
-    );
+    match aud {
+        Some(aud) => raw.insert("aud".to_string(), aud),
+        None => raw.remove("aud"),
+    };
     Ok(Verified {
-        claims: map,
+        claims: raw,
         expires_at,
     })
 }
@@ -959,6 +953,7 @@ pub fn is_header_value(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::testkit::*;
+    use jwt_simple::prelude::*;
     use serde_json::json;
 
     fn check(token: &str) -> Result<Verified, TokenError> {
@@ -1799,6 +1794,7 @@ mod tests {
 mod timing {
     use super::*;
     use crate::testkit::*;
+    use jwt_simple::prelude::*;
 
     /// `cargo test --release --lib timing -- --ignored --nocapture`: where a cold check spends.
     #[test]

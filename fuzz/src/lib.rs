@@ -302,9 +302,10 @@ pub fn page(path: &str, cookies: &[u8]) -> Request {
 pub struct Counter(pub u8);
 
 impl Random for Counter {
-    fn fill(&mut self, buf: &mut [u8]) {
+    fn fill(&mut self, buf: &mut [u8]) -> bool {
         self.0 = self.0.wrapping_add(1);
         buf.fill(self.0);
+        true
     }
 }
 

@@ -159,14 +159,7 @@ pub(super) fn parse_session_secret(key: &str, s: &str) -> Result<SessionKey, Con
 /// Folds any secret of 32 bytes or more into a 32-byte key with SHA-256 (via HMAC, with a fixed
 /// label, so the sealing key is not the raw secret).
 fn fold_key(secret: &[u8]) -> [u8; 32] {
-    use jwt_simple::algorithms::MACLike as _;
-    let mac = jwt_simple::algorithms::HS256Key::from_bytes(secret);
-    let tag = mac.authentication_tag(b"mesh-oidc session key v1");
-    let mut key = [0u8; 32];
-    for (dst, src) in key.iter_mut().zip(tag.iter()) {
-        *dst = *src;
-    }
-    key
+    hmac_sha256::HMAC::mac(b"mesh-oidc session key v1", secret)
 }
 
 /// `session_secret`: one base64 secret, or a list (the first seals, all unseal).

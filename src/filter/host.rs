@@ -150,10 +150,9 @@ impl Host for Envoy {
         hostcalls::set_effective_context(context_id).is_ok()
     }
 
-    fn fill_random(&self, buf: &mut [u8]) {
-        // WASI `random_get`, through the `rand` that jwt-simple uses.
-        use jwt_simple::reexports::rand::RngCore as _;
-        jwt_simple::reexports::rand::thread_rng().fill_bytes(buf);
+    fn fill_random(&self, buf: &mut [u8]) -> bool {
+        // WASI `random_get`.
+        getrandom::getrandom(buf).is_ok()
     }
 }
 

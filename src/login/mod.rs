@@ -30,17 +30,17 @@ pub use refresh::{finish_refresh, refresh_slot, Refreshed, REFRESH_SLOTS};
 
 /// Randomness for state, nonce and verifier; injected so tests control it.
 pub trait Random {
-    fn fill(&mut self, buf: &mut [u8]);
+    /// False when no randomness could be had: the caller then fails closed.
+    fn fill(&mut self, buf: &mut [u8]) -> bool;
 }
 
 fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn random_string(rng: &mut dyn Random) -> String {
+fn random_string(rng: &mut dyn Random) -> Option<String> {
     let mut buf = [0u8; 32];
-    rng.fill(&mut buf);
-    b64url(&buf)
+    rng.fill(&mut buf).then(|| b64url(&buf))
 }
 
 pub fn pkce_challenge(verifier: &str) -> String {

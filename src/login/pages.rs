@@ -8,9 +8,11 @@ pub fn start_login(env: &Env, req: &Request, rng: &mut dyn Random, clears: Vec<S
     let Some((origin, _)) = env.origin(req) else {
         return wrong_host(req, clears);
     };
-    let state = random_string(rng);
-    let nonce = random_string(rng);
-    let verifier = random_string(rng);
+    let (Some(state), Some(nonce), Some(verifier)) =
+        (random_string(rng), random_string(rng), random_string(rng))
+    else {
+        return error_page(500, "The login could not be started.", &req.request_id);
+    };
     let redirect_uri = format!("{origin}{}", env.login.callback_path);
     let path = safe_local_path(&req.path).unwrap_or_else(|| "/".into());
     let tx = Transaction {
@@ -196,7 +198,9 @@ pub fn logout(env: &Env, req: &Request, rng: &mut dyn Random) -> Reply {
         }
         q.append_pair("post_logout_redirect_uri", &post_logout);
         q.append_pair("client_id", env.client_id());
-        q.append_pair("state", &random_string(rng));
+        if let Some(state) = random_string(rng) {
+            q.append_pair("state", &state);
+        }
     }
     redirect(location.as_str(), cookies).counting(Event::Logout)
 }
