@@ -2,7 +2,6 @@
 //! dispatch through `cluster` with the endpoint's host as `:authority`.
 
 use base64::Engine as _;
-use url::form_urlencoded;
 
 use crate::config::{ClientAuth, Endpoint};
 

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod flight;
 pub mod flow;
 pub mod host;
+pub mod httpurl;
 pub mod inbound;
 pub mod introspect;
 pub mod jwks;

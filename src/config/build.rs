@@ -70,8 +70,8 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
     let cluster = match root.nonempty_string("cluster")? {
         Some(c) => c,
         None => {
-            let host = cluster_source.host_str().unwrap_or_default();
-            let port = cluster_source.port_or_known_default().unwrap_or(80);
+            let host = cluster_source.host_str();
+            let port = cluster_source.port_or_default();
             format!("outbound|{port}||{host}")
         }
     };
@@ -414,7 +414,7 @@ fn keycloak(mut kc: Obj, derived: &mut BTreeMap<&'static str, String>) -> Result
             ));
         }
     }
-    if public.host_str().is_some_and(is_cluster_local) {
+    if is_cluster_local(public.host_str()) {
         return Err(ConfigError::new(
             "keycloak.public_url",
             "names a Kubernetes Service, which browsers cannot reach: public_url is what the browser uses (and what Keycloak puts in iss), internal_url what the sidecar calls — are they swapped?",
@@ -673,11 +673,7 @@ fn parse_origin(s: &str) -> Result<Origin, ConfigError> {
             format!("{s:?} must be an origin: scheme://host[:port], no path or query"),
         ));
     }
-    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    let authority = match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host,
-    };
+    let authority = url.authority();
     Ok(Origin {
         https: url.scheme() == "https",
         authority,

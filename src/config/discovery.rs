@@ -5,8 +5,8 @@
 //! are moved to `oidc.internal_origin` when it is set, as a sidecar reaches the provider by its
 //! Service name.
 
+use crate::httpurl::Url;
 use serde_json::{Map, Value};
-use url::Url;
 
 use super::ConfigError;
 
@@ -97,8 +97,8 @@ pub(super) fn fill(
     if let Some(origin) = &internal_origin {
         // The cluster of the internal origin, unless named: as for keycloak.internal_url.
         if !root.contains_key("cluster") {
-            let host = origin.host_str().unwrap_or_default();
-            let port = origin.port_or_known_default().unwrap_or(80);
+            let host = origin.host_str();
+            let port = origin.port_or_default();
             root.insert(
                 "cluster".into(),
                 Value::String(format!("outbound|{port}||{host}")),
@@ -109,8 +109,8 @@ pub(super) fn fill(
 }
 
 fn origin(key: &str, s: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(s).map_err(|e| ConfigError::new(key, e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || url.path() != "/" {
+    let url = Url::parse(s).map_err(|e| ConfigError::new(key, e))?;
+    if url.path() != "/" || url.query().is_some() {
         return Err(ConfigError::new(
             key,
             "must be scheme://host[:port], with no path",
@@ -121,14 +121,10 @@ fn origin(key: &str, s: &str) -> Result<Url, ConfigError> {
 
 /// `url` with the scheme, host and port of `origin` (when given).
 fn moved(url: &str, origin: Option<&Url>) -> String {
-    let (Some(origin), Ok(mut u)) = (origin, Url::parse(url)) else {
+    let (Some(origin), Ok(u)) = (origin, Url::parse(url)) else {
         return url.to_string();
     };
-    if u.set_scheme(origin.scheme()).is_err() || u.set_host(origin.host_str()).is_err() {
-        return url.to_string();
-    }
-    let _ = u.set_port(origin.port());
-    u.to_string()
+    u.moved_to(origin).to_string()
 }
 
 #[cfg(test)]

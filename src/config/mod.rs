@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::httpurl::Url;
 use base64::Engine as _;
 use serde_json::{Map, Value};
-use url::Url;
 
 mod build;
 mod discovery;
@@ -248,11 +248,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     fn from_url(url: Url) -> Self {
-        let host = url.host_str().unwrap_or_default().to_string();
-        let authority = match url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host,
-        };
+        let authority = url.authority();
         let path = match url.query() {
             Some(q) => format!("{}?{}", url.path(), q),
             None => url.path().to_string(),
@@ -599,20 +595,7 @@ fn unknown_key(prefix: &str, name: &str) -> ConfigError {
 }
 
 fn parse_url(key: &str, s: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(s).map_err(|e| ConfigError::new(key, e.to_string()))?;
-    if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(ConfigError::new(key, "must be an http or https URL"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(ConfigError::new(key, "must have a host"));
-    }
-    if url.fragment().is_some() {
-        return Err(ConfigError::new(key, "must not have a fragment"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::new(key, "must not carry credentials"));
-    }
-    Ok(url)
+    Url::parse(s).map_err(|e| ConfigError::new(key, e))
 }
 
 /// A base URL such as `keycloak.public_url`: no query, and no trailing slash when joined.

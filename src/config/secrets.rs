@@ -79,10 +79,7 @@ pub(super) fn client_secrets(
     }
     // "Paste it as it is": the fields this filter has no use for are ignored, not refused.
     out.ignored = cs.map.keys().map(|k| cs.key(k)).collect();
-    let mut origin = token;
-    origin.set_path("/");
-    origin.set_query(None);
-    out.internal_url = Some(origin);
+    out.internal_url = Some(token.origin());
     Ok(out)
 }
 

@@ -3,7 +3,6 @@
 
 use base64::Engine as _;
 use serde::Deserialize;
-use url::form_urlencoded;
 
 use crate::keystore::Refetch;
 

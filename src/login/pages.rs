@@ -28,16 +28,16 @@ pub fn start_login(env: &Env, req: &Request, rng: &mut dyn Random, clears: Vec<S
     let scope = env.login.scopes.join(" ");
     let challenge = pkce_challenge(&verifier);
     let mut location = env.login.authorization_endpoint.clone();
-    location
-        .query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", env.client_id())
-        .append_pair("redirect_uri", &redirect_uri)
-        .append_pair("scope", &scope)
-        .append_pair("state", &state)
-        .append_pair("nonce", &nonce)
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", "S256");
+    location.append_pairs(&[
+        ("response_type", "code"),
+        ("client_id", env.client_id()),
+        ("redirect_uri", &redirect_uri),
+        ("scope", &scope),
+        ("state", &state),
+        ("nonce", &nonce),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+    ]);
 
     let a = env.attrs(req).for_transaction();
     let mut cookies = clears;
@@ -139,14 +139,42 @@ pub fn safe_local_path(path: &str) -> Option<String> {
     Some(path.to_string())
 }
 
-/// Resolved as a browser resolves a `Location` (WHATWG URL), `path` stays on this origin and its
-/// path does not start with `//`: `/.//evil.com` and `/a/..//evil.com` resolve to `//evil.com`,
-/// a step from another host for any page that echoes its path into a redirect.
+/// Resolved as a browser resolves a `Location` (WHATWG URL's path state), `path` stays on this
+/// origin and its path does not start with `//`: `/.//evil.com` and `/a/..//evil.com` resolve to
+/// `//evil.com`, a step from another host for any page that echoes its path into a redirect.
+/// A path that starts with one `/` and holds no `\` moves only by its dot segments, also
+/// escaped (`%2e`), which end at the first `?` or `#`.
 fn resolves_locally(path: &str) -> bool {
-    const ORIGIN: &str = "origin.invalid";
-    url::Url::parse("http://origin.invalid/")
-        .and_then(|base| base.join(path))
-        .is_ok_and(|u| u.host_str() == Some(ORIGIN) && !u.path().starts_with("//"))
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    // `//host`, and `\` which a browser reads as `/`.
+    if rest.starts_with('/') || path.contains('\\') {
+        return false;
+    }
+    let path_part = rest.split(['?', '#']).next().unwrap_or_default();
+    let dots = |segment: &str| match segment.to_ascii_lowercase().replace("%2e", ".").as_str() {
+        "." => 1,
+        ".." => 2,
+        _ => 0,
+    };
+    let mut out: Vec<&str> = Vec::new();
+    let mut segments = path_part.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        match dots(segment) {
+            2 => {
+                out.pop();
+                if last {
+                    out.push("");
+                }
+            }
+            1 if last => out.push(""),
+            1 => {}
+            _ => out.push(segment),
+        }
+    }
+    !(out.len() > 1 && out.first() == Some(&""))
 }
 
 /// Every `%XX` decoded and nothing else changed (`+` and `&` stay as they are); bytes that do not
@@ -191,17 +219,17 @@ pub fn logout(env: &Env, req: &Request, rng: &mut dyn Random) -> Reply {
         return redirect(&post_logout, cookies).counting(Event::Logout);
     };
     let mut location = endpoint.clone();
-    {
-        let mut q = location.query_pairs_mut();
-        if let Some(hint) = &id_token {
-            q.append_pair("id_token_hint", hint);
-        }
-        q.append_pair("post_logout_redirect_uri", &post_logout);
-        q.append_pair("client_id", env.client_id());
-        if let Some(state) = random_string(rng) {
-            q.append_pair("state", &state);
-        }
+    let state = random_string(rng);
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(4);
+    if let Some(hint) = &id_token {
+        pairs.push(("id_token_hint", hint));
     }
+    pairs.push(("post_logout_redirect_uri", &post_logout));
+    pairs.push(("client_id", env.client_id()));
+    if let Some(state) = &state {
+        pairs.push(("state", state));
+    }
+    location.append_pairs(&pairs);
     redirect(location.as_str(), cookies).counting(Event::Logout)
 }
 
@@ -475,6 +503,31 @@ mod tests {
             "/.well-known/x",
         ] {
             assert_eq!(safe_local_path(good).as_deref(), Some(good));
+        }
+    }
+
+    /// The dot-segment resolution agrees with the WHATWG parser (the `url` crate, as browsers).
+    #[test]
+    fn resolves_dot_segments_as_a_browser_does() {
+        let base = url::Url::parse("http://origin.invalid/").unwrap();
+        let mut paths: Vec<String> = Vec::new();
+        let pieces = [
+            "a", ".", "..", "", "%2e", "%2E.", ".%2e", "%2e%2e", "b?c/../", "x#/..//y",
+        ];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    paths.push(format!("/{a}/{b}/{c}"));
+                    paths.push(format!("/{a}/{b}"));
+                    paths.push(format!("/{a}{b}/{c}/"));
+                }
+            }
+        }
+        for path in &paths {
+            let browser = base.join(path).is_ok_and(|u| {
+                u.host_str() == Some("origin.invalid") && !u.path().starts_with("//")
+            });
+            assert_eq!(resolves_locally(path), browser, "{path}");
         }
     }
 
