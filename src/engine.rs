@@ -5,7 +5,7 @@
 use crate::config::{Config, Upstream401};
 use crate::flow::{self, Outcome, Snapshot, State, StateRef};
 use crate::host::{Host, HostRandom, Level};
-use crate::inbound::{self, Headers};
+use crate::inbound;
 use crate::login;
 use crate::replay::Claim;
 use crate::validate;
@@ -126,7 +126,7 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
         let v = vm.borrow();
         (v.config.clone(), v.names.clone())
     };
-    let headers = Headers(h.request_headers());
+    let headers = h.request_headers();
     // L7+: the outbound side is on only where it was asked for (upstream_401_services), and only
     // on a workload's outbound listener; anywhere else the login filter is a login filter.
     let watches_outbound = config
@@ -182,7 +182,7 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
             ..State::default()
         },
         Some(read) => State {
-            token: read.token.map(std::rc::Rc::from),
+            token: read.token,
             conflict: read.conflict,
             rewrites: read.rewrites,
             route: (

@@ -1273,8 +1273,16 @@ fn warm_path_cost() {
         "cookie",
         format!("theme=dark; access_token={t}; access_token_session={sealed}"),
     ));
-    let n = 20_000u32;
+    let n: u32 = std::env::var("WARM_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000);
+    // `WARM_ONLY="validate, bearer"` runs one scenario (for `perf record`).
+    let only = std::env::var("WARM_ONLY").ok();
     let run = |name: &str, p: &Proxy, h: &[(&'static str, String)]| {
+        if only.as_deref().is_some_and(|o| o != name) {
+            return;
+        }
         // Warm the cache.
         assert_eq!(send(p, 5, h), Outcome::Continue, "{name}");
         p.respond(5, 200);

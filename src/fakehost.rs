@@ -181,8 +181,9 @@ impl Host for FakeHost {
         }
     }
 
-    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
-        self.with_current(|r| r.headers.clone()).unwrap_or_default()
+    fn request_headers(&self) -> crate::inbound::Headers {
+        self.with_current(|r| crate::inbound::Headers::from_pairs(&r.headers))
+            .unwrap_or_default()
     }
 
     fn request_body(&self, size: usize) -> Vec<u8> {

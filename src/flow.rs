@@ -331,24 +331,24 @@ pub fn run(
         let action = login::decide(&env, &req, &mut HostRandom(h), refetch);
         carry_out(h, vm, state, context_id, action, &env, &req)
     } else {
-        let (token, conflict, route) = {
+        // A plain decision, no host call: the borrow may last through it.
+        let decision = {
             let st = state.borrow();
-            (st.token.clone(), st.conflict, st.route.clone())
+            let presented = match (&st.token, st.conflict) {
+                (_, true) => Presented::Conflict,
+                (Some(t), false) => Presented::Token(t),
+                (None, false) => Presented::Nothing,
+            };
+            validate::decide(
+                &snap.config,
+                (&st.route.0, &st.route.1),
+                presented,
+                snap.keys(),
+                snap.cache(),
+                now_ms / 1000,
+                refetch,
+            )
         };
-        let presented = match (&token, conflict) {
-            (_, true) => Presented::Conflict,
-            (Some(t), false) => Presented::Token(t),
-            (None, false) => Presented::Nothing,
-        };
-        let decision = validate::decide(
-            &snap.config,
-            (&route.0, &route.1),
-            presented,
-            snap.keys(),
-            snap.cache(),
-            now_ms / 1000,
-            refetch,
-        );
         carry_out_validate(h, vm, state, context_id, decision, &snap, now_ms)
     };
     if held && outcome == Outcome::Continue {

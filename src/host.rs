@@ -24,7 +24,7 @@ pub trait Host {
     fn increment(&self, counter: u32);
 
     /// Every header of the current request (names lower-case, values as bytes).
-    fn request_headers(&self) -> Vec<(String, Vec<u8>)>;
+    fn request_headers(&self) -> crate::inbound::Headers;
     /// The first `size` bytes of the current request's body (buffered so far).
     fn request_body(&self, size: usize) -> Vec<u8>;
     /// Sets a request header (replacing every value), or removes it with `None`.

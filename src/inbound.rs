@@ -10,22 +10,84 @@ use crate::web::{self, Reply};
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Inbound {
     /// The access token to check (validate mode), if one was presented.
-    pub token: Option<Vec<u8>>,
+    pub token: Option<std::rc::Rc<[u8]>>,
     /// Two different access tokens: the request is refused, whichever is valid.
     pub conflict: bool,
     /// Headers to set (or, with `None`, remove) when the request goes on to the service.
     pub rewrites: Vec<(&'static str, Option<Vec<u8>>)>,
 }
 
-/// A request's headers, read once with one host call (names lower-case, values as bytes).
-pub struct Headers(pub Vec<(String, Vec<u8>)>);
+/// A request's headers, read once with one host call (names lower-case, values as bytes), kept
+/// as the host serialised them: proxy-wasm's header map (a little-endian `u32` count, then a
+/// name length and a value length per header, then each name and value followed by a NUL). One
+/// buffer and one index instead of two allocations per header; a malformed map reads as the
+/// headers before the fault, never as a panic.
+#[derive(Default)]
+pub struct Headers {
+    buf: Vec<u8>,
+    index: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
 
 impl Headers {
+    pub fn parse(buf: Vec<u8>) -> Headers {
+        let mut index = Vec::new();
+        let word = |at: usize| -> Option<usize> {
+            let b: [u8; 4] = buf.get(at..at.checked_add(4)?)?.try_into().ok()?;
+            usize::try_from(u32::from_le_bytes(b)).ok()
+        };
+        if let Some(count) = word(0) {
+            // Each header takes at least 10 bytes (two lengths, two NULs).
+            index.reserve(count.min(buf.len() / 10));
+            let mut at = count.checked_mul(8).and_then(|n| n.checked_add(4));
+            for n in 0..count {
+                let entry =
+                    || -> Option<(std::ops::Range<usize>, std::ops::Range<usize>, usize)> {
+                        let start = at?;
+                        let lengths = n.checked_mul(8)?.checked_add(4)?;
+                        let name = start..start.checked_add(word(lengths)?)?;
+                        let value_start = name.end.checked_add(1)?;
+                        let value = value_start..value_start.checked_add(word(lengths + 4)?)?;
+                        let next = value.end.checked_add(1)?;
+                        (next <= buf.len()).then_some((name, value, next))
+                    };
+                let Some((name, value, next)) = entry() else {
+                    break;
+                };
+                index.push((name, value));
+                at = Some(next);
+            }
+        }
+        Headers { buf, index }
+    }
+
+    /// The same map from name and value pairs (the fake host's, and tests').
+    pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(N, V)]) -> Headers {
+        let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+        let mut buf = len(pairs.len()).to_vec();
+        for (name, value) in pairs {
+            buf.extend_from_slice(&len(name.as_ref().len()));
+            buf.extend_from_slice(&len(value.as_ref().len()));
+        }
+        for (name, value) in pairs {
+            buf.extend_from_slice(name.as_ref());
+            buf.push(0);
+            buf.extend_from_slice(value.as_ref());
+            buf.push(0);
+        }
+        Headers::parse(buf)
+    }
+
+    /// Every header in order, repeated names as many times as sent.
+    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.index.iter().filter_map(|(name, value)| {
+            Some((self.buf.get(name.clone())?, self.buf.get(value.clone())?))
+        })
+    }
+
     pub fn bytes(&self, name: &str) -> Option<&[u8]> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        self.pairs()
+            .find(|(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
     }
 
     pub fn text(&self, name: &str) -> Option<&str> {
@@ -33,14 +95,15 @@ impl Headers {
     }
 
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.0
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        self.pairs()
+            .filter(move |(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
     }
 
+    /// Every name (a name that is not UTF-8, which Envoy never passes, is left out).
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(n, _)| n.as_str())
+        self.pairs()
+            .filter_map(|(n, _)| std::str::from_utf8(n).ok())
     }
 
     /// The `Cookie` header; HTTP/2 may send several, which count as one list.
@@ -135,7 +198,7 @@ pub fn read(
         }
     }
     Inbound {
-        token: token.map(std::borrow::Cow::into_owned),
+        token: token.map(|t| std::rc::Rc::from(&*t)),
         conflict: false,
         rewrites,
     }
@@ -189,5 +252,39 @@ mod tests {
         );
         let i = read(&[b"Bearer t,Bearer u"], None, &names(), true);
         assert!(i.conflict);
+    }
+}
+
+#[cfg(test)]
+mod header_map_tests {
+    use super::Headers;
+
+    #[test]
+    fn reads_the_hosts_map_and_survives_any_truncation() {
+        let pairs = [
+            (":path", "/a"),
+            ("cookie", "a=1"),
+            ("cookie", ""),
+            ("x", "v\u{0}w"),
+        ];
+        let full = Headers::from_pairs(&pairs);
+        let read: Vec<(&[u8], &[u8])> = full.pairs().collect();
+        let want: Vec<(&[u8], &[u8])> = pairs
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        assert_eq!(read, want);
+        assert_eq!(full.all("cookie").count(), 2);
+        assert_eq!(full.text(":path"), Some("/a"));
+        for cut in 0..full.buf.len() {
+            let short = Headers::parse(full.buf[..cut].to_vec());
+            let got: Vec<_> = short.pairs().collect();
+            assert!(got.len() < pairs.len(), "{cut}");
+            assert_eq!(got[..], read[..got.len()], "{cut}");
+        }
+        let mut huge = full.buf.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Headers::parse(huge).pairs().count(), 0);
+        assert_eq!(Headers::parse(Vec::new()).pairs().count(), 0);
     }
 }

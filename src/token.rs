@@ -517,13 +517,15 @@ fn check_signature(token: &str, alg: Alg, material: &KeyMaterial) -> Result<(), 
 /// ECDSA P-256 with SHA-256 (RFC 7518 §3.4): `signature` is r ‖ s, 32 bytes each, already in its
 /// low-S form (see [`es256_low_s`]); `point` is the key's uncompressed SEC1 point.
 fn es256_verify(point: &[u8], message: &[u8], signature: &[u8]) -> Result<bool, TokenError> {
-    use p256::ecdsa::signature::Verifier as _;
+    use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
     use p256::ecdsa::{Signature, VerifyingKey};
     let key = VerifyingKey::from_sec1_bytes(point).map_err(|_| TokenError::KeyMismatch)?;
     let Ok(signature) = Signature::from_slice(signature) else {
         return Ok(false);
     };
-    Ok(key.verify(message, &signature).is_ok())
+    // SHA-256 by the crate the rest of the filter hashes with, not a second implementation.
+    let digest = hmac_sha256::Hash::hash(message);
+    Ok(key.verify_prehash(&digest, &signature).is_ok())
 }
 
 /// Fuzzing only: jwt-simple's RSA on the signature alone (its claim checks are made

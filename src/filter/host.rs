@@ -7,9 +7,25 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 
 use crate::host::{Host, Level};
+use crate::inbound::Headers;
 use crate::web::Reply;
 
 pub struct Envoy;
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    /// The ABI's own call (proxy-wasm 0.2.1): `map_type` 0 is the request headers; the status
+    /// comes back as a plain number, 0 for success.
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+}
+
+/// `MapType::HttpRequestHeaders` and `Status::Ok` in the ABI.
+const REQUEST_HEADERS: u32 = 0;
+const OK: u32 = 0;
 
 fn status_of(map: MapType) -> u32 {
     hostcalls::get_map_value_bytes(map, ":status")
@@ -45,8 +61,23 @@ impl Host for Envoy {
         let _ = hostcalls::increment_metric(counter, 1);
     }
 
-    fn request_headers(&self) -> Vec<(String, Vec<u8>)> {
-        hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
+    /// The header map as Envoy serialises it, read in place (`Headers::parse`): the SDK's
+    /// `get_map_bytes` would allocate twice per header, and panics on a name that is not UTF-8.
+    fn request_headers(&self) -> Headers {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the host writes a pointer to a buffer it allocated through this module's
+        // `proxy_on_memory_allocate` (the SDK's, a `Vec<u8>` of exactly `size` bytes), which is
+        // ours from then on, as `hostcalls::get_map_bytes` takes it.
+        let buf = unsafe {
+            if proxy_get_header_map_pairs(REQUEST_HEADERS, &mut data, &mut size) != OK
+                || data.is_null()
+            {
+                return Headers::default();
+            }
+            Vec::from_raw_parts(data, size, size)
+        };
+        Headers::parse(buf)
     }
 
     fn request_body(&self, size: usize) -> Vec<u8> {
