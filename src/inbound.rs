@@ -167,8 +167,8 @@ pub fn read(
     names: &Names,
     skipped: bool,
 ) -> Inbound {
-    let header = cookie.unwrap_or_default();
-    let (token, from_cookie, merged) = match session::credential(authorizations, header, names) {
+    let jar = session::CookieRead::new(cookie.unwrap_or_default(), names);
+    let (token, from_cookie, merged) = match session::credential_in(authorizations, &jar) {
         Credential::Conflict => {
             return Inbound {
                 conflict: true,
@@ -185,7 +185,7 @@ pub fn read(
     let mut rewrites = Vec::new();
     if let Some(cookie) = cookie {
         let verified = token.as_deref().filter(|_| from_cookie && !skipped);
-        let kept = session::forwarded_cookies(cookie, names, verified);
+        let kept = jar.forwarded(names, verified);
         if kept.as_deref() != Some(cookie) {
             rewrites.push(("cookie", kept));
         }

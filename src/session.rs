@@ -337,11 +337,7 @@ pub fn read_chunked(cookie_header: &[u8], base: &str) -> Option<String> {
             slot.get_or_insert(value);
         }
     }
-    let mut out = String::new();
-    for value in chunks.iter().map_while(|c| c.filter(|v| !v.is_empty())) {
-        out.push_str(std::str::from_utf8(value).ok()?);
-    }
-    (!out.is_empty()).then_some(out)
+    chunks_joined(&chunks)
 }
 
 /// Attributes every cookie of the filter carries.
@@ -463,13 +459,132 @@ pub enum Credential<'a> {
     Conflict,
 }
 
+/// One pass over a request's `Cookie` header for everything its decision reads there: every
+/// copy and chunk of the access token, the sealed session's chunks, and the cookies outside the
+/// filter's namespace (all the service may see). A logged-in browser's header holds a sealed
+/// session of a few KB; it is split once per request, not once per question.
+pub struct CookieRead<'a> {
+    access: [Option<&'a [u8]>; MAX_CHUNKS],
+    /// Two copies of one access-token chunk with different values.
+    access_conflict: bool,
+    session: [Option<&'a [u8]>; MAX_CHUNKS],
+    /// The pieces outside the namespace, trimmed, in order.
+    kept: Vec<&'a [u8]>,
+    /// How many of `kept` came before the first `cookie.name` cookie: the verified token is
+    /// forwarded in its place.
+    access_at: Option<usize>,
+}
+
+impl<'a> CookieRead<'a> {
+    pub fn new(header: &'a [u8], names: &Names) -> CookieRead<'a> {
+        let mut read = CookieRead {
+            access: [None; MAX_CHUNKS],
+            access_conflict: false,
+            session: [None; MAX_CHUNKS],
+            kept: Vec::new(),
+            access_at: None,
+        };
+        for piece in web::pieces(header) {
+            let piece = piece.trim_ascii();
+            if piece.is_empty() {
+                continue;
+            }
+            let (name, value) = match web::find_byte(piece, b'=') {
+                Some(eq) => (
+                    piece.get(..eq).unwrap_or_default().trim_ascii(),
+                    piece.get(eq + 1..).map(web::cookie_value),
+                ),
+                None => (piece, None),
+            };
+            if !names.in_namespace(name) {
+                read.kept.push(piece);
+                continue;
+            }
+            if name == names.access.as_bytes() && read.access_at.is_none() {
+                read.access_at = Some(read.kept.len());
+            }
+            let Some(value) = value else {
+                continue;
+            };
+            if let Some(slot) =
+                chunk_index(name, &names.access).and_then(|i| read.access.get_mut(i))
+            {
+                match slot {
+                    _ if value.is_empty() => {}
+                    None => *slot = Some(value),
+                    Some(seen) if *seen != value => read.access_conflict = true,
+                    Some(_) => {}
+                }
+            } else if let Some(slot) =
+                chunk_index(name, &names.session).and_then(|i| read.session.get_mut(i))
+            {
+                slot.get_or_insert(value);
+            }
+        }
+        read
+    }
+
+    /// Whether the request carries a sealed session (its first chunk, not empty).
+    pub fn has_session(&self) -> bool {
+        self.session
+            .first()
+            .copied()
+            .flatten()
+            .is_some_and(|v| !v.is_empty())
+    }
+
+    /// The sealed session reassembled: the first cookie of each chunk's name, in chunk order, up
+    /// to the first missing or empty one.
+    pub fn session(&self) -> Option<String> {
+        chunks_joined(&self.session)
+    }
+
+    /// The `Cookie` header the service sees (B6): every cookie in the filter's namespace
+    /// removed — all copies and chunks of the access token, the sealed session and
+    /// transactions — and the verified access token, when given, put back as one `cookie.name`
+    /// cookie in the place of the first. `None` when nothing is left.
+    pub fn forwarded(&self, names: &Names, verified: Option<&[u8]>) -> Option<Vec<u8>> {
+        let token = verified.map(|t| [names.access.as_bytes(), b"=", t]);
+        let at = self.access_at.unwrap_or(self.kept.len());
+        let (before, after) = self.kept.split_at(at.min(self.kept.len()));
+        let pieces = before
+            .iter()
+            .map(std::slice::from_ref)
+            .chain(token.as_ref().map(|t| &t[..]))
+            .chain(after.iter().map(std::slice::from_ref));
+        let mut out: Vec<u8> = Vec::new();
+        for parts in pieces {
+            if !out.is_empty() {
+                out.extend_from_slice(b"; ");
+            }
+            for part in parts {
+                out.extend_from_slice(part);
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+fn chunks_joined(chunks: &[Option<&[u8]>]) -> Option<String> {
+    let mut out = String::new();
+    for value in chunks.iter().map_while(|c| c.filter(|v| !v.is_empty())) {
+        out.push_str(std::str::from_utf8(value).ok()?);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// Reads the request's access token from every `Authorization` header and every copy of the
-/// access-token cookie and its chunks, in one pass over the `Cookie` header.
+/// access-token cookie and its chunks.
 pub fn credential<'a>(
     authorizations: &[&'a [u8]],
     cookie_header: &'a [u8],
     names: &Names,
 ) -> Credential<'a> {
+    credential_in(authorizations, &CookieRead::new(cookie_header, names))
+}
+
+/// [`credential`] with the `Cookie` header already read.
+pub fn credential_in<'a>(authorizations: &[&'a [u8]], cookies: &CookieRead<'a>) -> Credential<'a> {
     let mut bearer: Option<&[u8]> = None;
     let mut merged_authorization = false;
     if let Some((first, rest)) = authorizations.split_first() {
@@ -477,7 +592,7 @@ pub fn credential<'a>(
             return Credential::Conflict;
         }
         // A bearer token never holds a comma: one in the header joins repeated headers.
-        for part in first.split(|b| *b == b',') {
+        for part in web::pieces_by(first, b',') {
             merged_authorization |= part.len() < first.len();
             match (web::bearer(part), bearer) {
                 (Some(t), None) => bearer = Some(t),
@@ -486,21 +601,10 @@ pub fn credential<'a>(
             }
         }
     }
-    let mut chunks: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
-    for (name, value) in web::cookies(cookie_header) {
-        if value.is_empty() {
-            continue;
-        }
-        let Some(slot) = chunk_index(name, &names.access).and_then(|i| chunks.get_mut(i)) else {
-            continue;
-        };
-        match slot {
-            None => *slot = Some(value),
-            Some(seen) if *seen != value => return Credential::Conflict,
-            Some(_) => {}
-        }
+    if cookies.access_conflict {
+        return Credential::Conflict;
     }
-    let mut parts = chunks.iter().map_while(|c| *c);
+    let mut parts = cookies.access.iter().map_while(|c| *c);
     let cookie: Option<std::borrow::Cow<'a, [u8]>> = parts.next().map(|first| {
         let mut rest = parts.peekable();
         if rest.peek().is_none() {
@@ -529,48 +633,13 @@ pub fn credential<'a>(
     }
 }
 
-/// The `Cookie` header the service sees (B6): every cookie in the filter's namespace removed —
-/// all copies and chunks of the access token, the sealed session and transactions — and the
-/// verified access token, when given, put back as one `cookie.name` cookie. `None` when nothing
-/// is left.
+/// [`CookieRead::forwarded`] of a `Cookie` header.
 pub fn forwarded_cookies(
     cookie_header: &[u8],
     names: &Names,
     verified: Option<&[u8]>,
 ) -> Option<Vec<u8>> {
-    let mut out: Vec<u8> = Vec::with_capacity(cookie_header.len());
-    let mut pending = verified;
-    let push = |out: &mut Vec<u8>, parts: &[&[u8]]| {
-        if !out.is_empty() {
-            out.extend_from_slice(b"; ");
-        }
-        for part in parts {
-            out.extend_from_slice(part);
-        }
-    };
-    for piece in web::pieces(cookie_header) {
-        let piece = piece.trim_ascii();
-        let name = match web::find_byte(piece, b'=') {
-            Some(eq) => piece.get(..eq).unwrap_or_default(),
-            None => piece,
-        }
-        .trim_ascii();
-        if piece.is_empty() {
-            continue;
-        }
-        if !names.in_namespace(name) {
-            push(&mut out, &[piece]);
-        } else if name == names.access.as_bytes() {
-            // The verified token takes the place of the first access-token cookie.
-            if let Some(token) = pending.take() {
-                push(&mut out, &[names.access.as_bytes(), b"=", token]);
-            }
-        }
-    }
-    if let Some(token) = pending {
-        push(&mut out, &[names.access.as_bytes(), b"=", token]);
-    }
-    (!out.is_empty()).then_some(out)
+    CookieRead::new(cookie_header, names).forwarded(names, verified)
 }
 
 #[cfg(test)]
@@ -717,6 +786,53 @@ mod tests {
                 None,
                 "{header}"
             );
+        }
+    }
+
+    /// The one-pass reading answers as the cookie-by-cookie readers do.
+    #[test]
+    fn one_pass_reads_as_the_separate_readers() {
+        let n = Names::new("access_token");
+        let pieces = [
+            "access_token=a",
+            "access_token=b",
+            "access_token_1=c",
+            "access_token_session=s0",
+            "access_token_session_1=\"s1\"",
+            "access_token_session=",
+            "access_token_session_2=s2",
+            " theme = dark ",
+            "access_token_tx_1=t",
+            "flag",
+            "access_token",
+            "=x",
+            "",
+        ];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let header = format!("{a}; {b};{c}");
+                    let jar = CookieRead::new(header.as_bytes(), &n);
+                    assert_eq!(
+                        jar.session(),
+                        read_chunked(header.as_bytes(), &n.session),
+                        "{header}"
+                    );
+                    assert_eq!(jar.has_session(), jar.session().is_some(), "{header}");
+                    let pairs: Vec<_> = web::cookies(header.as_bytes()).collect();
+                    let access = pairs.iter().filter(|(name, v)| {
+                        chunk_index(name, &n.access).is_some() && !v.is_empty()
+                    });
+                    let conflict = access
+                        .clone()
+                        .any(|(name, v)| access.clone().any(|(other, w)| name == other && v != w));
+                    assert_eq!(
+                        matches!(credential(&[], header.as_bytes(), &n), Credential::Conflict),
+                        conflict,
+                        "{header}"
+                    );
+                }
+            }
         }
     }
 

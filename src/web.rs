@@ -122,21 +122,37 @@ pub fn cookies(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
         let piece = trim(piece);
         let eq = find_byte(piece, b'=')?;
         let name = trim(piece.get(..eq)?);
-        let mut value = trim(piece.get(eq + 1..)?);
-        if value.len() >= 2 && value.first() == Some(&b'"') && value.last() == Some(&b'"') {
-            value = value.get(1..value.len() - 1)?;
-        }
+        let value = cookie_value(piece.get(eq + 1..)?);
         (!name.is_empty()).then_some((name, value))
     })
 }
 
+/// A cookie's value as written after its `=`: trimmed, and without the double quotes RFC 6265
+/// allows around it.
+pub fn cookie_value(raw: &[u8]) -> &[u8] {
+    let value = trim(raw);
+    match value {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => value,
+    }
+}
+
 /// The pieces of a header between `;`s, as `split` gives them.
 pub fn pieces(header: &[u8]) -> impl Iterator<Item = &[u8]> {
-    Pieces { rest: Some(header) }
+    pieces_by(header, b';')
+}
+
+/// The pieces of `header` between `separator`s, as `split` gives them, eight bytes at a time.
+pub fn pieces_by(header: &[u8], separator: u8) -> impl Iterator<Item = &[u8]> {
+    Pieces {
+        rest: Some(header),
+        separator,
+    }
 }
 
 struct Pieces<'a> {
     rest: Option<&'a [u8]>,
+    separator: u8,
 }
 
 impl<'a> Iterator for Pieces<'a> {
@@ -144,7 +160,7 @@ impl<'a> Iterator for Pieces<'a> {
 
     fn next(&mut self) -> Option<&'a [u8]> {
         let rest = self.rest?;
-        match find_byte(rest, b';') {
+        match find_byte(rest, self.separator) {
             Some(i) => {
                 self.rest = rest.get(i + 1..);
                 rest.get(..i)
@@ -283,7 +299,7 @@ mod tests {
             b"a=1; b=2; c",
             b"x=\"q\"; y=;",
         ] {
-            let ours: Vec<_> = Pieces { rest: Some(header) }.collect();
+            let ours: Vec<_> = pieces(header).collect();
             let split: Vec<_> = header.split(|b| *b == b';').collect();
             assert_eq!(ours, split, "{header:?}");
         }

@@ -276,30 +276,40 @@ impl Env<'_> {
         crate::calls::client_call(endpoint, &client, form)
     }
 
-    fn credential<'r>(&self, req: &'r Request) -> Credential<'r> {
+    fn credential<'r>(&self, req: &'r Request, jar: &session::CookieRead<'r>) -> Credential<'r> {
         let auths: Vec<&[u8]> = req.authorizations.iter().map(Vec::as_slice).collect();
-        session::credential(&auths, &req.cookies, self.names)
+        session::credential_in(&auths, jar)
     }
 
     /// L4 and B6: the verified token as the bearer, and as the one `cookie.name` cookie when the
     /// browser keeps its session in cookies; no other copy and no sealed cookie goes on.
-    fn forward(&self, req: &Request, token: &str, verified: &Verified, as_cookie: bool) -> Forward {
+    fn forward(
+        &self,
+        jar: &session::CookieRead,
+        token: &str,
+        verified: &Verified,
+        as_cookie: bool,
+    ) -> Forward {
         let mut set_headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
         set_headers.extend(claim_headers(self.config, verified));
         Forward {
             set_headers,
-            cookie_header: session::forwarded_cookies(
-                &req.cookies,
-                self.names,
-                as_cookie.then_some(token.as_bytes()),
-            ),
+            cookie_header: jar.forwarded(self.names, as_cookie.then_some(token.as_bytes())),
             response_cookies: Vec::new(),
             events: Vec::new(),
         }
     }
 
     /// A verified token goes on (L4) if it passes its authorization rule (B7), else 403.
-    fn admit(&self, req: &Request, token: &str, verified: &Verified, as_cookie: bool) -> Action {
+    /// `jar`: the request's `Cookie` header, read.
+    fn admit(
+        &self,
+        req: &Request,
+        jar: &session::CookieRead,
+        token: &str,
+        verified: &Verified,
+        as_cookie: bool,
+    ) -> Action {
         let path = req.path.as_str();
         match crate::rules::check(
             &self.config.access_rules,
@@ -307,7 +317,7 @@ impl Env<'_> {
             path,
             &verified.claims,
         ) {
-            Ok(()) => Action::Continue(self.forward(req, token, verified, as_cookie)),
+            Ok(()) => Action::Continue(self.forward(jar, token, verified, as_cookie)),
             Err(denied) => Action::Reply(crate::rules::forbidden(
                 &denied,
                 req.is_page(),
@@ -370,11 +380,10 @@ pub fn decide<'r>(
     // The sealed session is opened (AES key unwrap, AES-GCM, JSON) only where its content is
     // read: for a back-channel logout check, or a refresh. A request whose access token is valid
     // needs only to know that a session cookie is there.
-    let sealed = session::read_chunked(&req.cookies, &env.names.session);
+    let jar = session::CookieRead::new(&req.cookies, env.names);
     let open = || {
-        sealed
-            .as_deref()
-            .and_then(|s| env.sealer.open::<Session>(s, env.now))
+        jar.session()
+            .and_then(|s| env.sealer.open::<Session>(&s, env.now))
     };
     let session = env.endings.is_some().then(open).flatten();
     // L8: the provider ended this session: logged out here too, at its next request.
@@ -387,7 +396,7 @@ pub fn decide<'r>(
             unauthenticated(env, req, rng, clears, None).counting(Event::SessionEnded),
         );
     }
-    match env.credential(req) {
+    match env.credential(req, &jar) {
         Credential::Conflict => return Action::Reply(conflicting_tokens(env, req, rng)),
         Credential::None => {}
         Credential::One {
@@ -404,8 +413,8 @@ pub fn decide<'r>(
                 });
             match checked {
                 Ok((token, verified)) => {
-                    let as_cookie = from_cookie || sealed.is_some();
-                    return env.admit(req, token, &verified, as_cookie);
+                    let as_cookie = from_cookie || jar.has_session();
+                    return env.admit(req, &jar, token, &verified, as_cookie);
                 }
                 Err(TokenError::UnknownKey)
                     if refetch.allows(std::str::from_utf8(&token).unwrap_or_default()) =>

@@ -130,7 +130,8 @@ pub fn finish_refresh<'r>(
     else {
         return fail("the new tokens are too large to keep in cookies".into());
     };
-    let action = match env.admit(req, &tokens.access_token, &access, true) {
+    let jar = crate::session::CookieRead::new(&req.cookies, env.names);
+    let action = match env.admit(req, &jar, &tokens.access_token, &access, true) {
         Action::Continue(mut forward) => {
             forward.response_cookies = cookies;
             forward.events.push(Event::RefreshOk);
