@@ -282,23 +282,28 @@ pub fn response_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
         // L1+: a response that sets the session must never be stored by a shared cache.
         h.set_response_header("cache-control", "no-store");
     }
+    // L7: the service refused the token on a page request, or (L7+) a service the page called
+    // (marks only the outbound side writes, when upstream_401_services names services).
+    let status = h.response_status();
+    let watches_calls = req.is_page()
+        && vm.borrow().config.login().is_some_and(|l| {
+            l.on_upstream_401 != Upstream401::Pass && !l.upstream_401_services.is_empty()
+        });
+    if status != 401 && !watches_calls {
+        return Outcome::Continue;
+    }
     let now_ms = h.now_ms();
+    if status != 401 && !outbound_401_seen(h, &req.request_id, now_ms / 1000) {
+        return Outcome::Continue;
+    }
     let snap = Snapshot::take(vm, now_ms);
     let ended = flow::SharedEndings::new(h, now_ms);
     let Some(env) = snap.env(now_ms, &ended) else {
         return Outcome::Continue;
     };
-    // L7: the service refused the token on a page request, or (L7+) a service the page called.
-    let refused = h.response_status() == 401
-        || (req.is_page()
-            && env.login.on_upstream_401 != Upstream401::Pass
-            && outbound_401_seen(h, &req.request_id, now_ms / 1000));
-    if !refused {
-        return Outcome::Continue;
-    }
     match login::upstream_401(&env, &req, &mut HostRandom(h)) {
         Some(reply) => {
-            let why = if h.response_status() == 401 {
+            let why = if status == 401 {
                 "the service answered 401"
             } else {
                 "a service the page called answered 401"
