@@ -123,13 +123,22 @@ impl Sealer {
 
     /// `None` only when the platform has no randomness to give.
     pub fn seal<T: Serialize>(&self, value: T, now: u64, ttl: u64) -> Option<String> {
+        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(value) else {
+            return None;
+        };
+        self.seal_fields(fields, now, ttl)
+    }
+
+    fn seal_fields(
+        &self,
+        fields: serde_json::Map<String, serde_json::Value>,
+        now: u64,
+        ttl: u64,
+    ) -> Option<String> {
         use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(value) else {
-            return None;
-        };
         let mut payload = serde_json::Map::new();
         payload.insert("iat".into(), now.into());
         payload.insert("exp".into(), now.saturating_add(ttl).into());
@@ -171,12 +180,13 @@ impl Sealer {
         std::iter::once(&self.sealing)
             .chain(self.older.iter())
             .find_map(|key| parts.open_with(key))
-            .and_then(|payload| Self::fields(payload, now))
+            .and_then(|payload| Self::fields(&payload, now))
+            .and_then(|fields| serde_json::from_value(serde_json::Value::Object(fields)).ok())
     }
 
     /// The value's own fields, if the payload has not expired (`exp` is exclusive).
-    fn fields<T: DeserializeOwned>(payload: Vec<u8>, now: u64) -> Option<T> {
-        let serde_json::Value::Object(mut map) = serde_json::from_slice(&payload).ok()? else {
+    fn fields(payload: &[u8], now: u64) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let serde_json::Value::Object(mut map) = serde_json::from_slice(payload).ok()? else {
             return None;
         };
         let expires_at = map.remove("exp")?.as_u64()?;
@@ -184,7 +194,7 @@ impl Sealer {
             return None;
         }
         map.remove("iat");
-        serde_json::from_value(serde_json::Value::Object(map)).ok()
+        Some(map)
     }
 }
 
