@@ -3,7 +3,8 @@
 //!
 //! What is accepted: `scheme://host[:port][/path][?query]` with the scheme `http` or `https`, a
 //! host of ASCII letters, digits, `-`, `.` and `_` (or a bracketed IPv6 address), a port up to
-//! 65535, and a path and query of RFC 3986 characters with well-formed `%XX` escapes. What is
+//! 65535, and a path and query of RFC 3986 characters with well-formed `%XX` escapes (no `'` in
+//! the query, which WHATWG would escape: every accepted URL reads as written). What is
 //! refused, each with its reason: credentials, a fragment, `.` or `..` path segments, a
 //! backslash, spaces, controls and non-ASCII characters (percent-encode them). The scheme and
 //! host are lower-cased and a port equal to the scheme's default is dropped, as WHATWG URL does;
@@ -60,7 +61,8 @@ fn is_dot_segment(segment: &str) -> bool {
 
 impl Url {
     pub fn parse(input: &str) -> Result<Url, String> {
-        let s = input.trim_matches(|c: char| c.is_ascii_whitespace() || c.is_ascii_control());
+        // As WHATWG: C0 controls and spaces around the URL are not part of it (DEL is).
+        let s = input.trim_matches(|c: char| c <= ' ');
         let Some((scheme, rest)) = s.split_once(':').filter(|(scheme, _)| {
             scheme.starts_with(|c: char| c.is_ascii_alphabetic())
                 && scheme
@@ -106,7 +108,13 @@ impl Url {
             return Err("must not have . or .. path segments".into());
         }
         if let Some(q) = query {
-            if !q.bytes().all(|b| is_pchar(b) || b"/?%".contains(&b)) || !well_escaped(q) {
+            // `'` too: WHATWG escapes it in the query of an http(s) URL, so it would not be read
+            // as written.
+            if !q
+                .bytes()
+                .all(|b| (is_pchar(b) && b != b'\'') || b"/?%".contains(&b))
+                || !well_escaped(q)
+            {
                 return Err("has a character a URL query cannot hold (percent-encode it)".into());
             }
         }
@@ -219,48 +227,84 @@ impl Url {
 
 /// `host[:port]`: a host of ASCII letters, digits, `-`, `.` and `_`, or `[IPv6]`.
 fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String> {
-    let (host, port) = if let Some(after) = authority.strip_prefix('[') {
+    if let Some(after) = authority.strip_prefix('[') {
         let (address, rest) = after
             .split_once(']')
             .ok_or_else(|| "has an unclosed [ in its host".to_string())?;
-        if address.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err("has an invalid IPv6 address".into());
+        // Written back in its canonical form (RFC 5952, as WHATWG serialises it); one that
+        // embeds an IPv4 address (`::ffff:1.2.3.4`), which the two write differently, is refused.
+        let canonical = match address.parse::<std::net::Ipv6Addr>() {
+            Ok(a) => a.to_string(),
+            Err(_) => return Err("has an invalid IPv6 address".into()),
+        };
+        if canonical.contains('.') {
+            return Err("has an IPv6 address with an IPv4 part: write it in hex".into());
         }
         let port = match rest {
             "" => None,
             _ => Some(rest.strip_prefix(':').ok_or("has junk after its host")?),
         };
-        (
-            authority.get(..address.len() + 2).unwrap_or(authority),
-            port,
-        )
-    } else {
-        match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
+        return Ok((format!("[{canonical}]"), parse_port(port)?));
+    }
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
     };
     if host.is_empty() {
         return Err("must have a host".into());
     }
-    if !host.starts_with('[')
-        && !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
     {
         return Err(
             "must have a host of ASCII letters, digits, '-', '.' and '_', or a [IPv6] address"
                 .into(),
         );
     }
-    let port = match port {
-        None => None,
+    if ends_in_a_number(host) && !is_dotted_quad(host) {
+        return Err(
+            "has a numeric host that is not an IPv4 address written a.b.c.d (WHATWG would read it as another address)"
+                .into(),
+        );
+    }
+    Ok((host.to_ascii_lowercase(), parse_port(port)?))
+}
+
+/// WHATWG's "ends in a number": such a host is read as an IPv4 address, in any of the forms
+/// `inet_aton` takes (`127.1`, `0x7f.1`, `00`).
+fn ends_in_a_number(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let last = host.rsplit('.').next().unwrap_or(host);
+    !last.is_empty()
+        && (last.bytes().all(|b| b.is_ascii_digit())
+            || last
+                .strip_prefix("0x")
+                .or_else(|| last.strip_prefix("0X"))
+                .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit())))
+}
+
+/// `a.b.c.d`, each a decimal 0–255 without leading zeros: the one form every parser reads alike.
+fn is_dotted_quad(host: &str) -> bool {
+    let parts: Vec<&str> = host.split('.').collect();
+    parts.len() == 4
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.len() <= 3
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (p.len() == 1 || !p.starts_with('0'))
+                && p.parse::<u8>().is_ok()
+        })
+}
+
+fn parse_port(port: Option<&str>) -> Result<Option<u16>, String> {
+    match port {
+        None => Ok(None),
         Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(p.parse::<u16>().map_err(|_| "invalid port number")?)
+            Ok(Some(p.parse::<u16>().map_err(|_| "invalid port number")?))
         }
-        Some(_) => return Err("invalid port number".into()),
-    };
-    Ok((host.to_ascii_lowercase(), port))
+        Some(_) => Err("invalid port number".into()),
+    }
 }
 
 #[cfg(test)]
@@ -292,7 +336,14 @@ mod tests {
         );
         let u = Url::parse("http://[::1]:9000/t").unwrap();
         assert_eq!((u.host_str(), u.port()), ("[::1]", Some(9000)));
-        assert_eq!(Url::parse(" http://a/b ").unwrap().as_str(), "http://a/b");
+        assert_eq!(
+            Url::parse(" http://a/b\t\n").unwrap().as_str(),
+            "http://a/b"
+        );
+        assert!(
+            Url::parse("http://a/b\u{7f}").is_err(),
+            "DEL is not trimmed"
+        );
     }
 
     #[test]
@@ -318,9 +369,17 @@ mod tests {
             ("http://h/a/.", "must not have . or .."),
             ("http://h/%zz", "percent-encode"),
             ("http://h/a?b=<", "percent-encode"),
+            ("http://h/a?b='", "percent-encode"),
             ("http://[::1/", "unclosed"),
             ("http://[zz]/", "invalid IPv6"),
             ("http://[::1]x/", "junk"),
+            ("http://[::ffff:1.2.3.4]/", "IPv4 part"),
+            ("http://00/", "numeric host"),
+            ("http://127.1/", "numeric host"),
+            ("http://0x7f.0.0.1/", "numeric host"),
+            ("http://a.0x1/", "numeric host"),
+            ("http://1.2.3.256/", "numeric host"),
+            ("http://1.2.3.4./", "numeric host"),
         ] {
             let err = Url::parse(input).unwrap_err();
             assert!(err.contains(why), "{input}: {err}");
@@ -354,6 +413,12 @@ mod tests {
             "http://keycloak:80",
             "http://keycloak:8080/a/b/?c=d/e?f",
             "http://[::1]:9000/t",
+            "http://[0:0::0:1]:9000/t",
+            "http://[FE80:0:0:0:0:0:0:1]/",
+            "http://127.0.0.1:8080/x",
+            "http://10.0.0.255/",
+            "http://a.1b/",
+            "http://0x.example/",
             "https://h/a;b=c/@:!$'()*+,",
             "https://h/%41%e2%82%ac",
             "http://a_b.c-d.e./",

@@ -703,7 +703,12 @@ mod tests {
         let sealed = s.seal(session(), 1000, 60).unwrap();
         assert!(!sealed.contains("refresh"));
         assert_eq!(s.open::<Session>(&sealed, 1030), Some(session()));
-        assert_eq!(s.open::<Session>(&sealed, 1061), None, "expired");
+        assert_eq!(s.open::<Session>(&sealed, 1059), Some(session()));
+        assert_eq!(
+            s.open::<Session>(&sealed, 1060),
+            None,
+            "expired: exp is exclusive"
+        );
     }
 
     /// The format is jwt-simple's JWE (A256KW, A256GCM), which sealed the cookies of earlier

@@ -153,18 +153,35 @@ fn resolves_locally(path: &str) -> bool {
         return false;
     }
     let path_part = rest.split(['?', '#']).next().unwrap_or_default();
+    // WHATWG pops any segment for `..`; some parsers (rust-url among them) keep a Windows drive
+    // letter (`c:`, `c|`) even in an http URL. Local only if local both ways.
+    [false, true]
+        .iter()
+        .all(|keep_drive_letters| stays_rooted(path_part, *keep_drive_letters))
+}
+
+/// The path `/` + `rest` with its dot segments resolved does not start with `//`.
+fn stays_rooted(rest: &str, keep_drive_letters: bool) -> bool {
     let dots = |segment: &str| match segment.to_ascii_lowercase().replace("%2e", ".").as_str() {
         "." => 1,
         ".." => 2,
         _ => 0,
     };
+    let drive_letter = |segment: &str| {
+        let b = segment.as_bytes();
+        b.len() == 2
+            && b.first().is_some_and(u8::is_ascii_alphabetic)
+            && matches!(b.get(1), Some(b':' | b'|'))
+    };
     let mut out: Vec<&str> = Vec::new();
-    let mut segments = path_part.split('/').peekable();
+    let mut segments = rest.split('/').peekable();
     while let Some(segment) = segments.next() {
         let last = segments.peek().is_none();
         match dots(segment) {
             2 => {
-                out.pop();
+                if !(keep_drive_letters && out.last().is_some_and(|s| drive_letter(s))) {
+                    out.pop();
+                }
                 if last {
                     out.push("");
                 }
@@ -512,7 +529,7 @@ mod tests {
         let base = url::Url::parse("http://origin.invalid/").unwrap();
         let mut paths: Vec<String> = Vec::new();
         let pieces = [
-            "a", ".", "..", "", "%2e", "%2E.", ".%2e", "%2e%2e", "b?c/../", "x#/..//y",
+            "a", ".", "..", "", "%2e", "%2E.", ".%2e", "%2e%2e", "b?c/../", "x#/..//y", "c:", "d|",
         ];
         for a in pieces {
             for b in pieces {
@@ -527,7 +544,11 @@ mod tests {
             let browser = base.join(path).is_ok_and(|u| {
                 u.host_str() == Some("origin.invalid") && !u.path().starts_with("//")
             });
-            assert_eq!(resolves_locally(path), browser, "{path}");
+            // At least as strict as the reference (which keeps drive letters, unlike WHATWG).
+            assert!(browser || !resolves_locally(path), "{path}");
+            if !path.contains([':', '|']) {
+                assert_eq!(resolves_locally(path), browser, "{path}");
+            }
         }
     }
 
@@ -545,6 +566,8 @@ mod tests {
             "/\t/evil.com",
             "",
             "/a\r\nb",
+            // Found by fuzzing: rust-url keeps `a:` (a Windows drive letter) for `..`.
+            "/.//a:/../..",
         ] {
             assert_eq!(safe_local_path(bad), None, "{bad:?}");
         }
