@@ -149,7 +149,7 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
             h.set_request_header(name, None);
         }
     }
-    let path = String::from_utf8_lossy(headers.bytes(":path").unwrap_or_default()).into_owned();
+    let path = String::from_utf8_lossy(headers.bytes(":path").unwrap_or_default());
     let cookie = headers.cookies();
     let skipped = config.is_skipped(&path);
     let login = config.login().is_some();
@@ -173,8 +173,8 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
     let state = match read {
         None => State {
             login: Some(std::rc::Rc::new(headers.login_request(
-                path,
-                cookie.unwrap_or_default(),
+                path.into_owned(),
+                cookie.map(std::borrow::Cow::into_owned).unwrap_or_default(),
                 config.trust_forwarded_proto,
                 || h.connection_is_tls(),
             ))),
@@ -185,10 +185,15 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
             token: read.token,
             conflict: read.conflict,
             rewrites: read.rewrites,
-            route: (
-                headers.text(":method").unwrap_or_default().to_string(),
-                path,
-            ),
+            // Only the access rules (B7) read the route.
+            route: if config.access_rules.is_empty() {
+                Default::default()
+            } else {
+                (
+                    headers.text(":method").unwrap_or_default().to_string(),
+                    path.into_owned(),
+                )
+            },
             request_id,
             ..State::default()
         },

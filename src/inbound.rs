@@ -25,39 +25,68 @@ pub struct Inbound {
 #[derive(Default)]
 pub struct Headers {
     buf: Vec<u8>,
-    index: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// How many headers the map says it holds (their lengths come first).
+    declared: usize,
+    /// How many of them, from the first, are whole in `buf`.
+    count: usize,
+}
+
+/// Walks a serialised header map of `declared` headers (their lengths from offset 4, their
+/// bytes after the lengths), the first `count` of them.
+struct Walk<'a> {
+    buf: &'a [u8],
+    next: usize,
+    count: usize,
+    at: Option<usize>,
+}
+
+fn word(buf: &[u8], at: usize) -> Option<usize> {
+    let b: [u8; 4] = buf.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(b)).ok()
+}
+
+impl<'a> Walk<'a> {
+    fn new(buf: &'a [u8], declared: usize, count: usize) -> Walk<'a> {
+        Walk {
+            buf,
+            next: 0,
+            count: count.min(declared),
+            at: declared.checked_mul(8).and_then(|n| n.checked_add(4)),
+        }
+    }
+}
+
+impl<'a> Iterator for Walk<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.count {
+            return None;
+        }
+        let lengths = self.next.checked_mul(8)?.checked_add(4)?;
+        let name_start = self.at?;
+        let name_end = name_start.checked_add(word(self.buf, lengths)?)?;
+        let value_start = name_end.checked_add(1)?;
+        let value_end = value_start.checked_add(word(self.buf, lengths.checked_add(4)?)?)?;
+        let name = self.buf.get(name_start..name_end)?;
+        let value = self.buf.get(value_start..value_end)?;
+        // The NUL after the value must be there too.
+        self.buf.get(value_end)?;
+        self.at = value_end.checked_add(1);
+        self.next += 1;
+        Some((name, value))
+    }
 }
 
 impl Headers {
     pub fn parse(buf: Vec<u8>) -> Headers {
-        let mut index = Vec::new();
-        let word = |at: usize| -> Option<usize> {
-            let b: [u8; 4] = buf.get(at..at.checked_add(4)?)?.try_into().ok()?;
-            usize::try_from(u32::from_le_bytes(b)).ok()
-        };
-        if let Some(count) = word(0) {
-            // Each header takes at least 10 bytes (two lengths, two NULs).
-            index.reserve(count.min(buf.len() / 10));
-            let mut at = count.checked_mul(8).and_then(|n| n.checked_add(4));
-            for n in 0..count {
-                let entry =
-                    || -> Option<(std::ops::Range<usize>, std::ops::Range<usize>, usize)> {
-                        let start = at?;
-                        let lengths = n.checked_mul(8)?.checked_add(4)?;
-                        let name = start..start.checked_add(word(lengths)?)?;
-                        let value_start = name.end.checked_add(1)?;
-                        let value = value_start..value_start.checked_add(word(lengths + 4)?)?;
-                        let next = value.end.checked_add(1)?;
-                        (next <= buf.len()).then_some((name, value, next))
-                    };
-                let Some((name, value, next)) = entry() else {
-                    break;
-                };
-                index.push((name, value));
-                at = Some(next);
-            }
+        let declared = word(&buf, 0).unwrap_or(0);
+        let count = Walk::new(&buf, declared, declared).count();
+        Headers {
+            buf,
+            declared,
+            count,
         }
-        Headers { buf, index }
     }
 
     /// The same map from name and value pairs (the fake host's, and tests').
@@ -79,9 +108,7 @@ impl Headers {
 
     /// Every header in order, repeated names as many times as sent.
     pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.index.iter().filter_map(|(name, value)| {
-            Some((self.buf.get(name.clone())?, self.buf.get(value.clone())?))
-        })
+        Walk::new(&self.buf, self.declared, self.count)
     }
 
     pub fn bytes(&self, name: &str) -> Option<&[u8]> {
@@ -107,14 +134,18 @@ impl Headers {
     }
 
     /// The `Cookie` header; HTTP/2 may send several, which count as one list.
-    pub fn cookies(&self) -> Option<Vec<u8>> {
+    pub fn cookies(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
         let mut parts = self.all("cookie");
-        let first = parts.next()?.to_vec();
-        Some(parts.fold(first, |mut all, v| {
+        let first = parts.next()?;
+        let Some(second) = parts.next() else {
+            return Some(std::borrow::Cow::Borrowed(first));
+        };
+        let mut all = first.to_vec();
+        for v in std::iter::once(second).chain(parts) {
             all.extend_from_slice(b"; ");
             all.extend_from_slice(v);
-            all
-        }))
+        }
+        Some(std::borrow::Cow::Owned(all))
     }
 
     /// The login-mode request. `connection_is_tls` is asked only when an untrusted
