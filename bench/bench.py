@@ -65,12 +65,17 @@ SCENARIOS = [
     "jwt_authn_cached",
     "noop_wasm",
     "cached_wasm",
+    "cached_all_wasm",
     "validate_bearer",
     "validate_cookie",
     "validate_introspect",
+    "login_floor_wasm",
     "login_session",
     "validate_cold",
 ]
+
+# The wasm peers of `bench/noop`: the floors mesh-oidc's scenarios are compared with.
+NOOP_SCENARIOS = ("noop_wasm", "cached_wasm", "cached_all_wasm", "login_floor_wasm")
 
 DESCRIPTIONS = {
     "baseline": "no filter: Envoy proxying to the upstream",
@@ -80,6 +85,15 @@ DESCRIPTIONS = {
     "cached_wasm": "a minimal cached JWT filter (`bench/noop` configured `cached`): reads `Authorization`, looks "
                    "its hash up in a map of verified tokens, reads the clock, continues; the floor of any cached "
                    "JWT check in wasm",
+    "cached_all_wasm": "the same minimal cached filter (`bench/noop` configured `cached-all`), but it reads the "
+                       "whole header map instead of one header, as removing a claim header in every spelling "
+                       "(B3) and reading every `Authorization` header and cookie (B6) need: the floor of "
+                       "`validate_bearer`",
+    "login_floor_wasm": "the header work login mode must do for a logged-in browser and nothing else "
+                        "(`bench/noop` configured `login-floor`), the `login_session` request: the whole header "
+                        "map, the `access_token` cookie looked up as `cached_wasm` does, `Authorization: Bearer` "
+                        "set (L4), `Cookie` rewritten without the sealed cookie (B6), `x-user` set, the "
+                        "response's `:status` read (L7): the floor of `login_session`",
     "validate_bearer": "mesh-oidc validate mode, the same valid token in `Authorization: Bearer` (warm path)",
     "validate_cookie": "mesh-oidc validate mode, the same valid token in the `access_token` cookie",
     "validate_introspect": "mesh-oidc validate mode with introspection on (`cache_seconds: 3600`), the same valid token "
@@ -448,6 +462,10 @@ def proxy_config(scenario, admin_port, port, helper_port, jwks_text):
         filters.append(wasm_filter("noop", NOOP_WASM, {}))
     elif scenario == "cached_wasm":
         filters.append(wasm_filter("cached", NOOP_WASM, "cached"))
+    elif scenario == "cached_all_wasm":
+        filters.append(wasm_filter("cached", NOOP_WASM, "cached-all"))
+    elif scenario == "login_floor_wasm":
+        filters.append(wasm_filter("cached", NOOP_WASM, "login-floor"))
     elif scenario in ("validate_bearer", "validate_cookie", "validate_cold", "validate_introspect"):
         filters.append(wasm_filter("mesh-oidc", MESH_WASM,
                                    mesh_config("validate", helper_port, introspect=scenario == "validate_introspect")))
@@ -460,7 +478,7 @@ def proxy_config(scenario, admin_port, port, helper_port, jwks_text):
 
 
 def wasm_of(scenario):
-    if scenario in ("noop_wasm", "cached_wasm"):
+    if scenario in NOOP_SCENARIOS:
         return NOOP_WASM
     if scenario.startswith("validate_") or scenario == "login_session":
         return MESH_WASM
@@ -506,7 +524,7 @@ def credentials(scenario, token):
     """Headers that carry `token` the way the scenario sends it."""
     if scenario == "validate_cookie":
         return {"Cookie": f"theme=dark; access_token={token}"}
-    if scenario == "login_session":
+    if scenario in ("login_session", "login_floor_wasm"):
         return {"Cookie": f"theme=dark; access_token={token}; access_token_session={SESSION_COOKIE}"}
     return {"Authorization": f"Bearer {token}"}
 
@@ -515,7 +533,7 @@ def ready_answer(scenario, status, headers):
     """Is this the answer of a started, working proxy for the scenario's measured request?"""
     if status != 200 or headers.get("x-bench-upstream") != "1":
         return False
-    if scenario in ("baseline", "noop_wasm", "cached_wasm"):
+    if scenario in ("baseline", "noop_wasm", "cached_wasm", "cached_all_wasm"):
         return True
     return headers.get("x-echo-x-user") == "alice"
 
@@ -543,9 +561,14 @@ def check_scenario(scenario, port, warm, cold):
 
     creds = credentials(scenario, warm)
     expect("measured request", BENCH_PATH, creds, 200)
-    if scenario == "cached_wasm":
+    if scenario in ("cached_wasm", "cached_all_wasm"):
         expect("request reaches the upstream with x-user", CHECK_PATH, creds, 200,
                {"x-echo-authorization": f"Bearer {warm}", "x-echo-x-user": "alice"})
+        expect("no token: 401", CHECK_PATH, {}, 401)
+    elif scenario == "login_floor_wasm":
+        expect("request reaches the upstream as login mode sends it", CHECK_PATH, creds, 200,
+               {"x-echo-authorization": f"Bearer {warm}", "x-echo-x-user": "alice",
+                "x-echo-cookie": f"theme=dark; access_token={warm}"})
         expect("no token: 401", CHECK_PATH, {}, 401)
     elif scenario in ("baseline", "noop_wasm"):
         expect("request reaches the upstream", CHECK_PATH, creds, 200,
@@ -882,6 +905,14 @@ def report(results, meta):
             if "validate_bearer" in results:
                 add("| (`validate_bearer` over the minimal cached JWT filter) | "
                     + cell(over("validate_bearer", "cached_wasm"), 1) + " µs | — |")
+        for s, peer, what in (
+                ("cached_all_wasm", "noop_wasm", "the cached filter reading the whole header map (B3, B6), over the no-op filter"),
+                ("validate_bearer", "cached_all_wasm", "`validate_bearer` over that floor"),
+                ("validate_cookie", "cached_all_wasm", "`validate_cookie` over that floor"),
+                ("login_floor_wasm", "noop_wasm", "login mode's required header work alone, over the no-op filter"),
+                ("login_session", "login_floor_wasm", "`login_session` over that floor")):
+            if s in results and peer in results:
+                add(f"| (for scale: {what}) | " + cell(over(s, peer), 1) + " µs | — |")
         if base:
             add("| (for scale: the no-op filter over no filter) | " + cell(over("noop_wasm", "baseline"), 1)
                 + " µs | — |")
@@ -890,7 +921,7 @@ def report(results, meta):
                over("validate_cold", "validate_bearer"), 250, False, "µs", 1)
     target("`.wasm` ≤ 450 KB", [os.path.getsize(MESH_WASM) / 1000], 450, False, "KB", 0)
     if base:
-        mesh = [s for s in RUN if s.startswith(("validate", "login"))]
+        mesh = [s for s in RUN if s.startswith(("validate", "login")) and s not in NOOP_SCENARIOS]
         if mesh:
             ready = [r["ready_ms"] for s in mesh for r in results[s]]
             target("start → ready (key set loaded, first request answered) ≤ 1.0 s", ready, 1000, False, "ms", 0)
@@ -976,7 +1007,7 @@ def main():
         die(f"BENCH_UPSTREAM={UPSTREAM!r}: use native or envoy")
     if UPSTREAM == "native" and not os.access(UPSTREAM_BIN, os.X_OK):
         die(f"missing {UPSTREAM_BIN} (build it first: bench/run.sh does)")
-    for path in [MESH_WASM] + ([NOOP_WASM] if {"noop_wasm", "cached_wasm"} & set(RUN) else []):
+    for path in [MESH_WASM] + ([NOOP_WASM] if set(NOOP_SCENARIOS) & set(RUN) else []):
         if not os.path.isfile(path):
             die(f"missing {path} (build it first: bench/run.sh does)")
     os.makedirs(WORK, exist_ok=True)
