@@ -811,7 +811,7 @@ pub struct Cache {
     keys_version: u64,
 }
 
-/// A multiply-rotate hash, 8 bytes at a time: hashing a 1–2 KB token with SipHash on every
+/// A multiply-rotate hash of a token's length and last 64 bytes, 8 bytes at a time: hashing a 1–2 KB
 /// request costs more than the rest of the warm path. Flooding is not a concern: only tokens that
 /// verified are stored, and a lookup compares the whole token.
 #[derive(Debug, Default, Clone, Copy)]
@@ -828,9 +828,13 @@ impl std::hash::BuildHasher for FastHash {
 pub struct FastHasher(u64);
 
 impl std::hash::Hasher for FastHasher {
+    /// The length and the last 64 bytes only: a token ends with its signature, which tells
+    /// tokens apart (and a lookup compares the whole token anyway).
     fn write(&mut self, bytes: &[u8]) {
         const K: u64 = 0x517c_c1b7_2722_0a95;
-        let mut chunks = bytes.chunks_exact(8);
+        self.0 = (self.0.rotate_left(5) ^ bytes.len() as u64).wrapping_mul(K);
+        let tail = bytes.get(bytes.len().saturating_sub(64)..).unwrap_or(bytes);
+        let mut chunks = tail.chunks_exact(8);
         for chunk in &mut chunks {
             let mut word = [0u8; 8];
             word.copy_from_slice(chunk);
