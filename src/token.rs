@@ -811,9 +811,10 @@ pub struct Cache {
     keys_version: u64,
 }
 
-/// A multiply-rotate hash of a token's length and last 64 bytes, 8 bytes at a time: hashing a 1–2 KB
-/// request costs more than the rest of the warm path. Flooding is not a concern: only tokens that
-/// verified are stored, and a lookup compares the whole token.
+/// A multiply-rotate hash of a token's length and last 64 bytes, 8 bytes at a time: hashing a
+/// whole 1–2 KB token with SipHash on every request cost more than the rest of the warm path.
+/// Flooding is not a concern: only tokens that verified are stored, and a lookup compares the
+/// whole token.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FastHash;
 
