@@ -96,7 +96,7 @@ impl TryFrom<SealedSession> for Session {
 ///
 /// The format is a compact JWE (RFC 7516) with `A256KW` key wrapping (RFC 3394) and `A256GCM`
 /// content encryption, the payload a JSON object with `iat` and `exp` beside the value's own
-/// fields: the cookies jwt-simple sealed before 0.2 open unchanged.
+/// fields: the cookies earlier releases sealed with jwt-simple open unchanged.
 pub struct Sealer {
     sealing: KeyWrap,
     older: Vec<KeyWrap>,

@@ -96,7 +96,7 @@ pub struct Header {
     pub typ: Option<String>,
 }
 
-/// Longest header segment read, as jwt-simple bounds it.
+/// Longest header segment read (jwt-simple, the reference in tests, has the same bound).
 const MAX_HEADER_B64_LEN: usize = 8192;
 
 /// A JSON object whose top-level names are unique. serde_json keeps the last of two equal names
@@ -202,8 +202,8 @@ pub fn read_header(token: &str) -> Result<Header, TokenError> {
     if segment.len() > MAX_HEADER_B64_LEN {
         return Err(TokenError::Malformed);
     }
-    // Read here rather than through jwt-simple's metadata, which drops what it does not know:
-    // the RS256 fast path never asks jwt-simple, and `enc`/`zip` must be seen to be refused.
+    // Every member as written: what is not understood (`enc`, `zip`, `crit`) must be seen to be
+    // refused.
     let header = decode_object(segment).ok_or(TokenError::Malformed)?;
     let text = |name: &str| -> Result<Option<String>, TokenError> {
         match header.get(name) {
@@ -224,7 +224,7 @@ pub fn read_header(token: &str) -> Result<Header, TokenError> {
         Some(Value::Array(list)) if list.is_empty() => {}
         Some(_) => return Err(TokenError::Malformed),
     }
-    // As jwt-simple does: a `typ` (if any) that names a JWT.
+    // A `typ` (if any) that names a JWT: `JWT` or a `…+jwt` media type.
     let typ = text("typ")?;
     if let Some(typ) = &typ {
         let upper = typ.to_ascii_uppercase();
@@ -657,7 +657,7 @@ fn time_claim(map: &Map<String, Value>, name: &str) -> Result<Option<u64>, Token
 }
 
 /// B2+: `exp` is exclusive (RFC 7519 §4.1.4), so a token is valid only while
-/// `now < exp + skew`. jwt-simple accepts `now == exp + skew`, hence this check on every path.
+/// `now < exp + skew` (jwt-simple, which checked tokens before, accepted `now == exp + skew`).
 fn before_expiry(now: u64, expires_at: u64, skew: u64) -> bool {
     now < expires_at.saturating_add(skew)
 }
@@ -716,16 +716,7 @@ pub fn check_introspected(
     if claims.get("iss").and_then(Value::as_str) != Some(rules.issuer.as_str()) {
         return Err(TokenError::WrongIssuer);
     }
-    let time = |name: &str| -> Result<Option<u64>, TokenError> {
-        match claims.get(name) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .filter(|t| *t < u64::from(u32::MAX))
-                .map(Some)
-                .ok_or(TokenError::Malformed),
-        }
-    };
+    let time = |name: &str| time_claim(claims, name);
     let exp = time("exp")?.ok_or(TokenError::MissingExpiry)?;
     if !before_expiry(now, exp, rules.clock_skew_seconds) {
         return Err(TokenError::Expired);
