@@ -18,7 +18,7 @@ use crate::vm::{self, VmRef, Waiter};
 use crate::web::Reply;
 
 /// What one request carries through waits and calls.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct State {
     /// Envoy's `x-request-id` (or `-`), for every log line about this request.
     pub request_id: String,
@@ -40,6 +40,24 @@ pub struct State {
 }
 
 pub type StateRef = Rc<RefCell<State>>;
+
+/// Without the token, the cookie values and the path (which may carry a code).
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rewritten: Vec<&str> = self.rewrites.iter().map(|(name, _)| *name).collect();
+        write!(
+            f,
+            "State(id {}, token: {}, conflict: {}, rewrites {:?}, {:?}, outbound {:?}, {} cookies to set)",
+            self.request_id,
+            self.token.is_some(),
+            self.conflict,
+            rewritten,
+            self.login,
+            self.outbound,
+            self.response_cookies.len()
+        )
+    }
+}
 
 pub enum Purpose {
     Exchange {
@@ -984,5 +1002,27 @@ fn resume_waiter(h: &dyn Host, vm: &VmRef, w: Waiter, ready: bool, now_ms: u64) 
             let rid = w.state.borrow().request_id.clone();
             reply_with(h, vm, &w.state, &what.expired(&rid));
         }
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn state_and_cache_never_print_their_tokens() {
+        let state = State {
+            request_id: "rid-1".into(),
+            token: Some(Rc::from(&b"secret.token.value"[..])),
+            rewrites: vec![("cookie", Some(b"access_token=secret.token.value".to_vec()))],
+            route: ("GET".into(), "/cb?code=secret-code".into()),
+            response_cookies: vec!["access_token_session=secret-sealed".into()],
+            ..State::default()
+        };
+        let shown = format!("{state:?}");
+        assert!(shown.contains("rid-1") && shown.contains("cookie"), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
+        let cache = crate::token::Cache::default();
+        assert_eq!(format!("{cache:?}"), "Cache(0 tokens)");
     }
 }

@@ -796,10 +796,17 @@ fn finish(
 /// warm path). Only successes are kept, each until its `exp` plus the skew; the whole cache is
 /// dropped when the key set changes, so a removed key stops working at once. Bounded: when full,
 /// expired entries go first, then everything.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Cache {
     entries: std::collections::HashMap<Box<str>, std::rc::Rc<Verified>, FastHash>,
     keys_version: u64,
+}
+
+/// The number of entries only: the keys are tokens.
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cache({} tokens)", self.entries.len())
+    }
 }
 
 /// A multiply-rotate hash of a token's length and last 64 bytes, 8 bytes at a time: hashing a
