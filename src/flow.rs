@@ -1020,7 +1020,10 @@ mod debug_tests {
             ..State::default()
         };
         let shown = format!("{state:?}");
-        assert!(shown.contains("rid-1") && shown.contains("cookie"), "{shown}");
+        assert!(
+            shown.contains("rid-1") && shown.contains("cookie"),
+            "{shown}"
+        );
         assert!(!shown.contains("secret"), "{shown}");
         let cache = crate::token::Cache::default();
         assert_eq!(format!("{cache:?}"), "Cache(0 tokens)");

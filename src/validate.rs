@@ -44,12 +44,23 @@ fn headers_for(
 }
 
 /// The access token a request presents (V1), as B6 reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Presented<'a> {
     Nothing,
     Token(&'a [u8]),
     /// Two different tokens: refused, whichever is valid.
     Conflict,
+}
+
+/// The token's length only.
+impl std::fmt::Debug for Presented<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Presented::Nothing => f.write_str("Nothing"),
+            Presented::Token(t) => write!(f, "Token([{} bytes])", t.len()),
+            Presented::Conflict => f.write_str("Conflict"),
+        }
+    }
 }
 
 /// Whether a request header is a spelling of a claim header (B3+: any case, `_` for `-`), so
