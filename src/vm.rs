@@ -4,6 +4,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+
+use crate::token::FastHash;
 use std::rc::Rc;
 
 use crate::config::Config;
@@ -39,10 +41,11 @@ pub struct Vm {
     pub names: Rc<Names>,
     pub store: KeyStore,
     pub waiters: Vec<Waiter>,
-    /// Dispatched token calls, by token: whose they are and what they are for.
-    pub calls: HashMap<u32, Call, IdHash>,
+    /// Dispatched token calls, by token: whose they are and what they are for. (The host
+    /// hands out these ids and the context ids, so nobody picks them to collide: no SipHash.)
+    pub calls: HashMap<u32, Call, FastHash>,
     /// Each live request's state, by context id.
-    pub requests: HashMap<u32, StateRef, IdHash>,
+    pub requests: HashMap<u32, StateRef, FastHash>,
     /// Access tokens verified in this VM.
     pub cache: Rc<RefCell<Cache>>,
     /// Answers that arrived for tokens not known yet: (token, status, body).
@@ -529,36 +532,6 @@ fn keys_answered(h: &dyn Host, vm: &VmRef, status: u32, body: Option<&[u8]>, now
         0
     };
     let _ = h.set_shared(&lease_key, &keystore::encode_lease(hold), None);
-}
-
-/// A hash for the host's ids (context ids, call tokens): the host hands them out, one by one,
-/// so nobody chooses them to collide, and SipHash for every request's insert, lookup and removal
-/// is work for nothing. Fibonacci hashing spreads consecutive ids over the table.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IdHash;
-
-impl std::hash::BuildHasher for IdHash {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher(0)
-    }
-}
-
-#[derive(Debug, Default)]
-pub struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u32(&mut self, id: u32) {
-        self.0 = u64::from(id);
-    }
-    fn finish(&self) -> u64 {
-        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
 }
 
 #[cfg(test)]
