@@ -4,11 +4,10 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-
-use crate::token::FastHash;
 use std::rc::Rc;
 
 use crate::config::Config;
+use crate::token::FastHash;
 use crate::flow::{Call, StateRef};
 use crate::host::{Host, Level};
 use crate::jwks::{JwksError, KeySet, MAX_ENTRIES, MAX_JWKS_BYTES};
