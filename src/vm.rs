@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::config::Config;
-use crate::token::FastHash;
 use crate::flow::{Call, StateRef};
 use crate::host::{Host, Level};
 use crate::jwks::{JwksError, KeySet, MAX_ENTRIES, MAX_JWKS_BYTES};
@@ -16,6 +15,7 @@ use crate::metrics::Event;
 use crate::pending::{WaitFor, GRACE_MS};
 use crate::session::{Names, Sealer};
 use crate::token::Cache;
+use crate::token::FastHash;
 
 /// A request held until what it waits for arrives or its deadline passes.
 #[derive(Debug)]
