@@ -10,16 +10,12 @@ pub const RESULT_TTL_MS: u64 = 30_000;
 /// the access token it holds (a provider that does not rotate refresh tokens would otherwise hand
 /// out an expired token from the slot).
 pub fn result_ttl_ms(status: u32, body: &[u8]) -> u64 {
-    #[derive(serde::Deserialize)]
-    struct Lifetime {
-        expires_in: Option<u64>,
-    }
     if !(200..300).contains(&status) {
         return RESULT_TTL_MS;
     }
-    serde_json::from_slice::<Lifetime>(body)
+    crate::json::from_slice(body)
         .ok()
-        .and_then(|l| l.expires_in)
+        .and_then(|answer| answer.get("expires_in")?.as_u64())
         .map_or(RESULT_TTL_MS, |s| RESULT_TTL_MS.min(s.saturating_mul(500)))
 }
 
@@ -165,11 +161,10 @@ pub fn previous_success(slot: &str, current: &[u8]) -> Option<(u32, Vec<u8>)> {
 
 /// Whether a token-endpoint answer says the grant (the refresh token) is no longer valid.
 pub fn is_invalid_grant(status: u32, body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Error {
-        error: String,
-    }
-    status == 400 && serde_json::from_slice::<Error>(body).is_ok_and(|e| e.error == "invalid_grant")
+    status == 400
+        && crate::json::from_slice(body).is_ok_and(|answer| {
+            answer.get("error").and_then(|e| e.as_str()) == Some("invalid_grant")
+        })
 }
 
 pub fn step(slot: &Slot, mine: &[u8], now_ms: u64) -> Step {

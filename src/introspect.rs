@@ -6,7 +6,7 @@
 //! Fail closed: `active: false`, an error, a timeout or an answer that breaks the token rules is
 //! a 401, never a pass. Errors are not cached (the next request asks again).
 
-use serde_json::{Map, Value};
+use crate::json::{Map, Value};
 
 use crate::calls::{self, TokenCall};
 use crate::config::{Introspection, TokenRules};
@@ -71,7 +71,7 @@ impl Lookup {
         if active == 0 {
             return Some(Answer::Refused(TokenError::Revoked));
         }
-        match serde_json::from_slice::<Value>(claims).ok()? {
+        match crate::json::from_slice(claims).ok()? {
             Value::Object(map) => Some(Answer::Active(map)),
             _ => None,
         }
@@ -85,7 +85,7 @@ impl Lookup {
         match answer {
             Answer::Active(claims) => {
                 out.push(1);
-                out.extend_from_slice(serde_json::to_string(claims).ok()?.as_bytes());
+                out.extend_from_slice(crate::json::object_to_json(claims).as_bytes());
             }
             Answer::Refused(_) => out.push(0),
         }
@@ -124,7 +124,7 @@ pub fn judge(status: u32, body: &[u8], rules: &TokenRules, now: u64) -> Result<A
     if status != 200 {
         return Err(format!("the introspection endpoint answered HTTP {status}"));
     }
-    let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(body) else {
+    let Ok(Value::Object(claims)) = crate::json::from_slice(body) else {
         return Err("the introspection endpoint answered with a malformed body".into());
     };
     if claims.get("active") != Some(&Value::Bool(true)) {
@@ -155,7 +155,7 @@ pub fn cache_until(answer: &Answer, now: u64, cache_seconds: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::testkit::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn answer(v: Value) -> Vec<u8> {
         v.to_string().into_bytes()

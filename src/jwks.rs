@@ -8,8 +8,8 @@
 //! worker for 2.3 s): the body's size, the number of entries read, and each RSA key's size and
 //! exponent are checked before its Montgomery constants are computed.
 
+use crate::json::Value;
 use base64::Engine as _;
-use serde_json::Value;
 
 /// A signing algorithm this filter accepts. Only asymmetric ones exist here, so `none` and HMAC
 /// cannot even be named. ES384 (P-384) is left out on purpose: its curve arithmetic alone would
@@ -122,7 +122,7 @@ impl KeySet {
         if bytes.len() > MAX_JWKS_BYTES {
             return Err(JwksError::TooLarge);
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|_| JwksError::NotJson)?;
+        let value: Value = crate::json::from_slice(bytes).map_err(|_| JwksError::NotJson)?;
         let entries = value
             .get("keys")
             .and_then(Value::as_array)
@@ -246,7 +246,7 @@ fn parse_key(entry: &Value) -> Option<Jwk> {
 mod tests {
     use super::*;
     use crate::testkit::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn keycloak_set_skips_the_encryption_key() {

@@ -21,6 +21,7 @@ pub mod host;
 pub mod httpurl;
 pub mod inbound;
 pub mod introspect;
+pub mod json;
 pub mod jwks;
 pub mod keystore;
 pub mod login;

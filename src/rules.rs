@@ -2,7 +2,7 @@
 //! client roles, and `acr` values a valid token must carry. The first rule whose path and method
 //! match decides; no rule matching: the valid token is enough. Values are compared literally.
 
-use serde_json::{Map, Value};
+use crate::json::{Map, Value};
 
 use crate::metrics::Event;
 use crate::web::Reply;
@@ -90,7 +90,7 @@ fn strings_at<'a>(claims: &'a Map<String, Value>, path: &[&str]) -> Vec<&'a str>
         current = if i == 0 {
             claims.get(*part)
         } else {
-            current.and_then(|v| v.get(*part))
+            current.and_then(|v| v.get(part))
         };
     }
     current
@@ -136,10 +136,7 @@ pub fn forbidden(denied: &Denied, page: bool, request_id: &str) -> Reply {
     } else {
         Reply::json(
             403,
-            &serde_json::json!({
-                "error": "insufficient_scope",
-                "error_description": denied.description(),
-            }),
+            &crate::web::error_body("insufficient_scope", denied.description()),
         )
         .with_header(
             "www-authenticate",
@@ -155,13 +152,10 @@ pub fn forbidden(denied: &Denied, page: bool, request_id: &str) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn claims(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
+    fn claims(v: Value) -> Map {
+        crate::json::map(v)
     }
 
     fn reviewer_rules() -> Vec<Rule> {

@@ -2,10 +2,8 @@
 //! when a value outgrows what a browser keeps in one cookie, and written with the configured
 //! attributes.
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-
 use crate::config::{CookieConfig, SameSite, SessionKeys};
+use crate::json::{Map, Value};
 use crate::web;
 
 /// Browsers keep about 4096 bytes per cookie, name and attributes included.
@@ -18,31 +16,92 @@ pub const TRANSACTION_TTL: u64 = 600;
 pub const MAX_TRANSACTIONS: usize = 4;
 
 /// What a login in flight must remember between the redirect and the callback (L1).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-/// Short field names keep the cookie small (and stay clear of the JWT claim names, such as
-/// `nonce`, that the sealing format itself uses).
+///
+/// Sealed as the fields `s`, `n`, `v`, `p` and `r`: short names keep the cookie small (and stay
+/// clear of the JWT claim names, such as `nonce`, that the sealing format itself uses).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Transaction {
-    #[serde(rename = "s")]
     pub state: String,
-    #[serde(rename = "n")]
     pub nonce: String,
-    #[serde(rename = "v")]
     pub verifier: String,
     /// The original path with its query: where the browser goes after the callback.
-    #[serde(rename = "p")]
     pub path: String,
-    #[serde(rename = "r")]
     pub redirect_uri: String,
 }
 
-/// What logout and refresh need (L2).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(try_from = "SealedSession")]
+/// What logout and refresh need (L2). Sealed as the fields `i` and `r`, each only when present.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Session {
-    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
-    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+}
+
+/// A value the filter seals in a cookie: its fields, and back.
+pub trait Sealable: Sized {
+    fn fields(&self) -> Map;
+    /// `None` when the fields are not this kind of value.
+    fn from_fields(fields: &Map) -> Option<Self>;
+}
+
+/// A field that is a string when present (a null reads as absent): `None` when it has another
+/// type.
+fn optional_text(fields: &Map, name: &str) -> Option<Option<String>> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::String(s)) => Some(Some(s.clone())),
+        Some(_) => None,
+    }
+}
+
+impl Sealable for Transaction {
+    fn fields(&self) -> Map {
+        [
+            ("s", &self.state),
+            ("n", &self.nonce),
+            ("v", &self.verifier),
+            ("p", &self.path),
+            ("r", &self.redirect_uri),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), Value::String(value.clone())))
+        .collect()
+    }
+
+    fn from_fields(fields: &Map) -> Option<Transaction> {
+        let text = |name: &str| fields.get(name)?.as_str().map(str::to_string);
+        Some(Transaction {
+            state: text("s")?,
+            nonce: text("n")?,
+            verifier: text("v")?,
+            path: text("p")?,
+            redirect_uri: text("r")?,
+        })
+    }
+}
+
+impl Sealable for Session {
+    fn fields(&self) -> Map {
+        [("i", &self.id_token), ("r", &self.refresh_token)]
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.to_string(), Value::String(value.clone()?))))
+            .collect()
+    }
+
+    /// A sealed transaction also reads as a session, its `r` (the redirect URI) as the refresh
+    /// token: a transaction cookie put in the session cookie would start refreshes with it. Its
+    /// own fields (`s`, `v`) tell it apart (found by fuzzing, docs/fuzzing.md).
+    fn from_fields(fields: &Map) -> Option<Session> {
+        if ["s", "v"]
+            .iter()
+            .any(|name| fields.get(*name).is_some_and(|v| !v.is_null()))
+        {
+            return None;
+        }
+        Some(Session {
+            id_token: optional_text(fields, "i")?,
+            refresh_token: optional_text(fields, "r")?,
+        })
+    }
 }
 
 impl std::fmt::Debug for Transaction {
@@ -59,36 +118,6 @@ impl std::fmt::Debug for Session {
             self.id_token.is_some(),
             self.refresh_token.is_some()
         )
-    }
-}
-
-/// A session as it is read from a sealed value. Both kinds are sealed with the same key, and a
-/// sealed transaction also reads as a session, its `r` (the redirect URI) as the refresh token:
-/// a transaction cookie put in the session cookie would start refreshes with it. Its own fields
-/// tell it apart (found by fuzzing, docs/fuzzing.md).
-#[derive(Deserialize)]
-struct SealedSession {
-    #[serde(rename = "i", default)]
-    id_token: Option<String>,
-    #[serde(rename = "r", default)]
-    refresh_token: Option<String>,
-    #[serde(rename = "s", default)]
-    state: Option<serde::de::IgnoredAny>,
-    #[serde(rename = "v", default)]
-    verifier: Option<serde::de::IgnoredAny>,
-}
-
-impl TryFrom<SealedSession> for Session {
-    type Error = &'static str;
-
-    fn try_from(sealed: SealedSession) -> Result<Session, Self::Error> {
-        if sealed.state.is_some() || sealed.verifier.is_some() {
-            return Err("a sealed login transaction, not a session");
-        }
-        Ok(Session {
-            id_token: sealed.id_token,
-            refresh_token: sealed.refresh_token,
-        })
     }
 }
 
@@ -122,28 +151,20 @@ impl Sealer {
     }
 
     /// `None` only when the platform has no randomness to give.
-    pub fn seal<T: Serialize>(&self, value: T, now: u64, ttl: u64) -> Option<String> {
-        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(value) else {
-            return None;
-        };
-        self.seal_fields(fields, now, ttl)
+    pub fn seal<T: Sealable>(&self, value: &T, now: u64, ttl: u64) -> Option<String> {
+        self.seal_fields(value.fields(), now, ttl)
     }
 
-    fn seal_fields(
-        &self,
-        fields: serde_json::Map<String, serde_json::Value>,
-        now: u64,
-        ttl: u64,
-    ) -> Option<String> {
+    fn seal_fields(&self, fields: Map, now: u64, ttl: u64) -> Option<String> {
         use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-        let mut payload = serde_json::Map::new();
+        let mut payload = Map::new();
         payload.insert("iat".into(), now.into());
         payload.insert("exp".into(), now.saturating_add(ttl).into());
         payload.extend(fields);
-        let plaintext = serde_json::to_vec(&payload).ok()?;
+        let plaintext = crate::json::object_to_json(&payload).into_bytes();
 
         let mut cek = [0u8; 32];
         let mut iv = [0u8; 12];
@@ -172,7 +193,7 @@ impl Sealer {
     /// Opens a sealed value; `None` if it was tampered with, sealed with no key of the list, or
     /// expired. Every failure ends the same way (no padding or MAC oracle: A256GCM authenticates
     /// before anything is read, and the caller sees only `None`).
-    pub fn open<T: DeserializeOwned>(&self, sealed: &str, now: u64) -> Option<T> {
+    pub fn open<T: Sealable>(&self, sealed: &str, now: u64) -> Option<T> {
         if sealed.len() > MAX_SEALED_LEN {
             return None;
         }
@@ -181,14 +202,12 @@ impl Sealer {
             .chain(self.older.iter())
             .find_map(|key| parts.open_with(key))
             .and_then(|payload| Self::fields(&payload, now))
-            .and_then(|fields| serde_json::from_value(serde_json::Value::Object(fields)).ok())
+            .and_then(|fields| T::from_fields(&fields))
     }
 
     /// The value's own fields, if the payload has not expired (`exp` is exclusive).
-    fn fields(payload: &[u8], now: u64) -> Option<serde_json::Map<String, serde_json::Value>> {
-        let serde_json::Value::Object(mut map) = serde_json::from_slice(payload).ok()? else {
-            return None;
-        };
+    fn fields(payload: &[u8], now: u64) -> Option<Map> {
+        let mut map = crate::json::object_from_slice(payload).ok()?;
         let expires_at = map.remove("exp")?.as_u64()?;
         if now >= expires_at {
             return None;
@@ -225,11 +244,9 @@ impl<'a> SealedParts<'a> {
         ) else {
             return None;
         };
-        let header: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&b64.decode(header_b64).ok()?).ok()?;
-        let names = |name: &str, value: &str| {
-            header.get(name).and_then(serde_json::Value::as_str) == Some(value)
-        };
+        let header = crate::json::object_from_slice(&b64.decode(header_b64).ok()?).ok()?;
+        let names =
+            |name: &str, value: &str| header.get(name).and_then(Value::as_str) == Some(value);
         if !names("alg", "A256KW")
             || !names("enc", "A256GCM")
             || header.contains_key("zip")
@@ -700,7 +717,7 @@ mod tests {
     #[test]
     fn seal_and_open() {
         let s = sealer();
-        let sealed = s.seal(session(), 1000, 60).unwrap();
+        let sealed = s.seal(&session(), 1000, 60).unwrap();
         assert!(!sealed.contains("refresh"));
         assert_eq!(s.open::<Session>(&sealed, 1030), Some(session()));
         assert_eq!(s.open::<Session>(&sealed, 1059), Some(session()));
@@ -724,7 +741,12 @@ mod tests {
         let theirs = A256KWKey::from_bytes(&folded).unwrap();
         let ours = sealer();
 
-        let mut claims = Claims::with_custom_claims(session(), Duration::from_secs(60));
+        // The session's fields as earlier releases wrote them (serde's derive, `i` and `r`).
+        let fields = || match serde_json::json!({"i": "id.token.x", "r": "refresh"}) {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let mut claims = Claims::with_custom_claims(fields(), Duration::from_secs(60));
         claims.issued_at = Some(UnixTimeStamp::from_secs(1000));
         claims.invalid_before = None;
         claims.expires_at = Some(UnixTimeStamp::from_secs(1060));
@@ -732,7 +754,7 @@ mod tests {
         assert_eq!(ours.open::<Session>(&by_them, 1030), Some(session()));
         assert_eq!(ours.open::<Session>(&by_them, 1060), None, "expired");
 
-        let by_us = ours.seal(session(), 1000, 60).unwrap();
+        let by_us = ours.seal(&session(), 1000, 60).unwrap();
         let options = DecryptionOptions {
             claim_options: Some(VerificationOptions {
                 artificial_time: Some(UnixTimeStamp::from_secs(1030)),
@@ -740,16 +762,17 @@ mod tests {
             }),
             ..Default::default()
         };
-        let opened: JWTClaims<Session> = theirs.decrypt_token(&by_us, Some(options)).unwrap();
-        assert_eq!(opened.custom, session());
+        let opened: JWTClaims<serde_json::Map<String, serde_json::Value>> =
+            theirs.decrypt_token(&by_us, Some(options)).unwrap();
+        assert_eq!(opened.custom, fields());
         assert_eq!(opened.expires_at, Some(UnixTimeStamp::from_secs(1060)));
     }
 
     #[test]
     fn every_seal_has_its_own_key_and_iv() {
         let s = sealer();
-        let a = s.seal(session(), 1000, 60).unwrap();
-        let b = s.seal(session(), 1000, 60).unwrap();
+        let a = s.seal(&session(), 1000, 60).unwrap();
+        let b = s.seal(&session(), 1000, 60).unwrap();
         let parts = |v: &str| v.split('.').map(str::to_string).collect::<Vec<_>>();
         let (a, b) = (parts(&a), parts(&b));
         assert_eq!(a.len(), 5);
@@ -854,7 +877,7 @@ mod tests {
     #[test]
     fn tampering_or_another_key_fails() {
         let s = sealer();
-        let sealed = s.seal(session(), 1000, 60).unwrap();
+        let sealed = s.seal(&session(), 1000, 60).unwrap();
         let mut bytes = sealed.clone().into_bytes();
         let mid = bytes.len() / 2;
         bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
@@ -886,7 +909,7 @@ mod tests {
         let sealed = s.seal(&tx, 1000, 600).unwrap();
         assert_eq!(s.open::<Transaction>(&sealed, 1001), Some(tx));
         assert_eq!(s.open::<Session>(&sealed, 1001), None);
-        let sealed = s.seal(session(), 1000, 600).unwrap();
+        let sealed = s.seal(&session(), 1000, 600).unwrap();
         assert_eq!(s.open::<Session>(&sealed, 1001), Some(session()));
         assert_eq!(s.open::<Transaction>(&sealed, 1001), None);
     }

@@ -1,7 +1,7 @@
 //! Token checks (B2): signature with a key from the set and an asymmetric algorithm that fits it,
 //! issuer, time claims with skew, and the audience rules.
 
-use serde_json::{Map, Value};
+use crate::json::{Map, Value};
 
 use crate::config::TokenRules;
 use crate::jwks::{Alg, Jwk, KeyMaterial, KeySet};
@@ -99,47 +99,16 @@ pub struct Header {
 /// Longest header segment read (jwt-simple, the reference in tests, has the same bound).
 const MAX_HEADER_B64_LEN: usize = 8192;
 
-/// A JSON object whose top-level names are unique. serde_json keeps the last of two equal names
-/// while other parsers keep the first: a token read one way here and another way elsewhere (the
-/// service behind the filter) is refused instead.
-struct UniqueObject(Map<String, Value>);
-
-impl<'de> serde::Deserialize<'de> for UniqueObject {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = UniqueObject;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut access: A,
-            ) -> Result<UniqueObject, A::Error> {
-                let mut map = Map::new();
-                while let Some(name) = access.next_key::<String>()? {
-                    if map.contains_key(&name) {
-                        return Err(serde::de::Error::custom("duplicate name"));
-                    }
-                    let value: Value = access.next_value()?;
-                    map.insert(name, value);
-                }
-                Ok(UniqueObject(map))
-            }
-        }
-        deserializer.deserialize_map(Visit)
-    }
-}
-
-/// A base64url segment that holds a JSON object with unique top-level names.
+/// A base64url segment that holds a JSON object. Every name in it is unique (`crate::json`
+/// refuses a name twice in one object): parsers disagree on which of two equal names wins, and a
+/// token read one way here and another way elsewhere (the service behind the filter) is refused
+/// instead.
 fn decode_object(segment: &str) -> Option<Map<String, Value>> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(segment)
         .ok()?;
-    serde_json::from_slice::<UniqueObject>(&bytes)
-        .ok()
-        .map(|o| o.0)
+    crate::json::object_from_slice(&bytes).ok()
 }
 
 /// The `sub` of a token this filter verified before and kept sealed (the session's ID token):
@@ -159,7 +128,7 @@ pub fn mismatch_detail(token: &str, rules: &TokenRules) -> Option<String> {
         match claims.get(name) {
             None => "none".into(),
             Some(v) => {
-                let text = v.to_string();
+                let text = v.to_json();
                 let text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
                 text
             }
@@ -541,7 +510,7 @@ fn reference_rsa(token: &str, alg: Alg, n: &[u8], e: &[u8]) -> Result<(), TokenE
         max_token_length: Some(MAX_TOKEN_LEN),
         ..Default::default()
     });
-    type Any = JWTClaims<serde::de::IgnoredAny>;
+    type Any = JWTClaims<NoCustomClaims>;
     let result: Result<Any, jwt_simple::Error> = (|| match alg {
         Alg::RS256 => RS256PublicKey::from_components(n, e)?.verify_token(token, options),
         Alg::RS384 => RS384PublicKey::from_components(n, e)?.verify_token(token, options),
@@ -939,7 +908,7 @@ pub fn claim_header_value(claims: &Map<String, Value>, name: &str) -> Option<Str
 fn scalar(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::Number(n) => Some(n.as_str().to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
@@ -959,7 +928,7 @@ mod tests {
     use super::*;
     use crate::testkit::*;
     use jwt_simple::prelude::*;
-    use serde_json::json;
+    use serde_json::{json, Map, Value};
 
     fn check(token: &str) -> Result<Verified, TokenError> {
         verify(token, &keyset(), &rules(), NOW, None)
@@ -975,12 +944,12 @@ mod tests {
     fn accepts_a_keycloak_access_token() {
         let v = check(&valid_token()).unwrap();
         assert_eq!(
-            v.claims.get("preferred_username").and_then(Value::as_str),
+            v.claims.get("preferred_username").and_then(|c| c.as_str()),
             Some("alice")
         );
-        assert_eq!(v.claims.get("iss").and_then(Value::as_str), Some(ISSUER));
+        assert_eq!(v.claims.get("iss").and_then(|c| c.as_str()), Some(ISSUER));
         assert_eq!(
-            v.claims.get("sub").and_then(Value::as_str),
+            v.claims.get("sub").and_then(|c| c.as_str()),
             Some("alice-id")
         );
         assert_eq!(v.expires_at, NOW + 290);
@@ -1280,7 +1249,7 @@ mod tests {
                 .unwrap()
                 .claims
                 .get("given_name")
-                .and_then(Value::as_str),
+                .and_then(|c| c.as_str()),
             Some("Alice")
         );
     }
@@ -1785,10 +1754,11 @@ mod tests {
         );
         assert_eq!(claim_header_value(&v.claims, "realm_access"), None);
         assert_eq!(claim_header_value(&v.claims, "missing"), None);
-        let mut m = Map::new();
-        m.insert("bad".into(), json!("alice\r\nx-admin: true"));
-        m.insert("nul".into(), json!("a\u{0}b"));
-        m.insert("utf8".into(), json!("Zoë"));
+        let m = crate::json::map(json!({
+            "bad": "alice\r\nx-admin: true",
+            "nul": "a\u{0}b",
+            "utf8": "Zoë",
+        }));
         assert_eq!(claim_header_value(&m, "bad"), None);
         assert_eq!(claim_header_value(&m, "nul"), None);
         assert_eq!(claim_header_value(&m, "utf8").as_deref(), Some("Zoë"));
@@ -1829,7 +1799,7 @@ mod timing {
         let start = std::time::Instant::now();
         for _ in 0..n {
             assert!(key
-                .verify_token::<Map<String, Value>>(&t, Some(opts.clone()))
+                .verify_token::<NoCustomClaims>(&t, Some(opts.clone()))
                 .is_ok());
         }
         let lib = start.elapsed() / n;

@@ -30,10 +30,7 @@ pub fn claim_headers(config: &Config, verified: &token::Verified) -> Vec<(String
     headers_for(config, &verified.claims)
 }
 
-fn headers_for(
-    config: &Config,
-    claims: &serde_json::Map<String, serde_json::Value>,
-) -> Vec<(String, String)> {
+fn headers_for(config: &Config, claims: &crate::json::Map) -> Vec<(String, String)> {
     config
         .claims_to_headers
         .iter()
@@ -125,11 +122,7 @@ pub fn decide<'r>(
 }
 
 /// A valid token goes on with its claim headers if it passes its rule (B7), else 403.
-fn admit(
-    config: &Config,
-    route: (&str, &str),
-    claims: &serde_json::Map<String, serde_json::Value>,
-) -> Decision {
+fn admit(config: &Config, route: (&str, &str), claims: &crate::json::Map) -> Decision {
     match crate::rules::check(&config.access_rules, route.0, route.1, claims) {
         Ok(()) => Decision::Continue(headers_for(config, claims)),
         Err(denied) => Decision::Reply(crate::rules::forbidden(&denied, false, "-")),

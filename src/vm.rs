@@ -363,7 +363,7 @@ pub fn on_preflight_response(h: &dyn Host, vm: &VmRef, token: u32, body_size: us
 fn adopt_discovery(h: &dyn Host, vm: &VmRef, status: u32, body: &[u8], url: &str) {
     let raw = vm.borrow().raw_config.clone();
     let document = (status == 200)
-        .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
+        .then(|| crate::json::from_slice(body).ok())
         .flatten();
     let outcome = match &document {
         None => Err(format!("HTTP {status}, not a discovery document")),
@@ -416,7 +416,7 @@ pub fn judge_discovery(status: u32, body: &[u8], issuer: &str) -> (Level, String
         }
         other => return (Level::Warn, format!("HTTP {other}")),
     }
-    let found = serde_json::from_slice::<serde_json::Value>(body)
+    let found = crate::json::from_slice(body)
         .ok()
         .and_then(|v| v.get("issuer")?.as_str().map(str::to_string));
     match found {

@@ -34,14 +34,14 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn json(status: u32, body: &serde_json::Value) -> Reply {
+    pub fn json(status: u32, body: &crate::json::Value) -> Reply {
         Reply {
             status,
             headers: vec![
                 ("content-type".into(), "application/json".into()),
                 ("cache-control".into(), "no-store".into()),
             ],
-            body: body.to_string().into_bytes(),
+            body: body.to_json().into_bytes(),
             events: Vec::new(),
         }
     }
@@ -64,29 +64,31 @@ impl Reply {
     }
 }
 
+/// The body of an OAuth error answer (RFC 6749 §5.2, RFC 6750 §3): `error` and its description.
+pub fn error_body(error: &str, description: &str) -> crate::json::Value {
+    crate::json::Value::object([
+        ("error", error.into()),
+        ("error_description", description.into()),
+    ])
+}
+
 /// 401 for a request without a usable token (V2): `error="invalid_token"` only when a token was
 /// sent, per RFC 6750 §3.1.
 pub fn unauthorized(invalid: Option<&str>) -> Reply {
     match invalid {
         None => Reply::json(
             401,
-            &serde_json::json!({
-                "error": "unauthorized",
-                "error_description": "a bearer token or session cookie is required",
-            }),
+            &error_body(
+                "unauthorized",
+                "a bearer token or session cookie is required",
+            ),
         )
         .with_header("www-authenticate", "Bearer"),
-        Some(description) => Reply::json(
-            401,
-            &serde_json::json!({
-                "error": "invalid_token",
-                "error_description": description,
-            }),
-        )
-        .with_header(
-            "www-authenticate",
-            format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
-        ),
+        Some(description) => Reply::json(401, &error_body("invalid_token", description))
+            .with_header(
+                "www-authenticate",
+                format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
+            ),
     }
 }
 
@@ -94,10 +96,10 @@ pub fn unauthorized(invalid: Option<&str>) -> Reply {
 pub fn keys_unavailable() -> Reply {
     Reply::json(
         503,
-        &serde_json::json!({
-            "error": "temporarily_unavailable",
-            "error_description": "signing keys are not available yet",
-        }),
+        &error_body(
+            "temporarily_unavailable",
+            "signing keys are not available yet",
+        ),
     )
     .with_header("retry-after", "1")
 }

@@ -62,7 +62,7 @@ fn rules(choice: u8) -> TokenRules {
 
 fn check_verified(v: &Verified, rules: &TokenRules, nonce: Option<&str>) {
     assert_eq!(
-        v.claims.get("iss").and_then(serde_json::Value::as_str),
+        v.claims.get("iss").and_then(mesh_oidc::json::Value::as_str),
         Some(rules.issuer.as_str())
     );
     assert!(
@@ -75,7 +75,7 @@ fn check_verified(v: &Verified, rules: &TokenRules, nonce: Option<&str>) {
     );
     if let Some(n) = nonce {
         assert_eq!(
-            v.claims.get("nonce").and_then(serde_json::Value::as_str),
+            v.claims.get("nonce").and_then(mesh_oidc::json::Value::as_str),
             Some(n)
         );
     }

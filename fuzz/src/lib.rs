@@ -266,7 +266,7 @@ pub fn transaction_cookie() -> &'static str {
     static COOKIE: OnceLock<String> = OnceLock::new();
     COOKIE.get_or_init(|| {
         let sealed = sealer()
-            .seal(transaction(), NOW - 5, mesh_oidc::session::TRANSACTION_TTL)
+            .seal(&transaction(), NOW - 5, mesh_oidc::session::TRANSACTION_TTL)
             .expect("seal");
         format!("{}={sealed}", names().transaction(STATE))
     })
@@ -280,7 +280,7 @@ pub fn session_cookie() -> &'static str {
             id_token: Some(sign_claims(&id_claims(&transaction().nonce))),
             refresh_token: Some("refresh-1".into()),
         };
-        let sealed = sealer().seal(session, NOW - 5, 1800).expect("seal");
+        let sealed = sealer().seal(&session, NOW - 5, 1800).expect("seal");
         format!("{}={sealed}", names().session)
     })
 }

@@ -6,7 +6,7 @@
 //! Service name.
 
 use crate::httpurl::Url;
-use serde_json::{Map, Value};
+use crate::json::{Map, Value};
 
 use super::ConfigError;
 
@@ -79,7 +79,7 @@ pub(super) fn fill(
                 "authorization_endpoint" | "token_endpoint" | "jwks_uri" => stand_in.clone(),
                 _ => continue,
             },
-            Some(doc) => match doc.get(*field).and_then(Value::as_str) {
+            Some(doc) => match doc.get(field).and_then(Value::as_str) {
                 None => continue,
                 Some(url) if *internal => Value::String(moved(url, internal_origin.as_ref())),
                 Some(url) => Value::String(url.to_string()),
@@ -164,7 +164,7 @@ mod tests {
         let waiting = Config::parse(bytes.as_bytes()).unwrap();
         assert!(waiting.awaiting_discovery);
         assert_eq!(waiting.cluster, "outbound|4593||glewlwyd.auth.svc");
-        let c = Config::parse_discovered(bytes.as_bytes(), Some(&document())).unwrap();
+        let c = Config::parse_discovered(bytes.as_bytes(), Some(&document().into())).unwrap();
         assert!(!c.awaiting_discovery);
         let l = c.login().unwrap();
         assert_eq!(
@@ -187,7 +187,8 @@ mod tests {
         // What the configuration names wins over the document.
         let mut v = discovering();
         v["oidc"]["end_session_endpoint"] = json!("https://elsewhere.example.com/logout");
-        let c = Config::parse_discovered(v.to_string().as_bytes(), Some(&document())).unwrap();
+        let c =
+            Config::parse_discovered(v.to_string().as_bytes(), Some(&document().into())).unwrap();
         assert_eq!(
             c.login()
                 .unwrap()
@@ -200,7 +201,7 @@ mod tests {
         // A document without a required endpoint is a configuration error, named.
         let mut d = document();
         d.as_object_mut().unwrap().remove("token_endpoint");
-        let e = Config::parse_discovered(bytes.as_bytes(), Some(&d)).unwrap_err();
+        let e = Config::parse_discovered(bytes.as_bytes(), Some(&d.into())).unwrap_err();
         assert!(e.to_string().starts_with("oidc.token_endpoint: "), "{e}");
         // internal_origin without discovery is a mistake.
         let mut v = discovering();

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::httpurl::Url;
+use crate::json::{Map, Value};
 use base64::Engine as _;
-use serde_json::{Map, Value};
 
 mod build;
 mod discovery;
@@ -392,7 +392,7 @@ impl Config {
     /// to `oidc.internal_origin` when it is set. Without a document, such a configuration is
     /// checked and comes back [`Config::awaiting_discovery`], its endpoints not usable yet.
     pub fn parse_discovered(bytes: &[u8], document: Option<&Value>) -> Result<Config, ConfigError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        let value: Value = crate::json::from_slice(bytes).map_err(|e| {
             let text = String::from_utf8_lossy(bytes);
             let looks_yaml = !text.trim_start().starts_with('{') && text.contains(':');
             let hint = if looks_yaml {
@@ -712,7 +712,7 @@ fn build_cookie(obj: Option<Obj>) -> Result<CookieConfig, ConfigError> {
 mod tests {
     use super::*;
     use crate::config::testing::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn keycloak_endpoints_split_public_and_internal() {
@@ -1217,6 +1217,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not valid JSON"));
+        // A key written twice: which one counts is not guessed.
+        let twice = login_base()
+            .to_string()
+            .replacen('{', r#"{"mode": "validate","#, 1);
+        let second = twice.rfind(r#""mode""#).unwrap() + 1;
+        assert_eq!(
+            Config::parse(twice.as_bytes()).unwrap_err().to_string(),
+            format!("configuration is not valid JSON: duplicate name in an object at line 1 column {second}")
+        );
     }
 
     /// Fuzzing found this (docs/fuzzing.md): a host with upper-case and non-ASCII letters

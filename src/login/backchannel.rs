@@ -26,16 +26,14 @@ pub trait Endings {
 }
 
 fn bad_request(description: &str) -> Reply {
-    Reply::json(
-        400,
-        &serde_json::json!({"error": "invalid_request", "error_description": description}),
-    )
-    .counting(Event::BackchannelLogout("refused"))
+    Reply::json(400, &crate::web::error_body("invalid_request", description))
+        .counting(Event::BackchannelLogout("refused"))
 }
 
 /// The answer to a logout token that ended its sessions.
 pub fn ended_reply() -> Reply {
-    Reply::json(200, &serde_json::json!({})).counting(Event::BackchannelLogout("ok"))
+    Reply::json(200, &crate::json::Value::Object(crate::json::Map::new()))
+        .counting(Event::BackchannelLogout("ok"))
 }
 
 /// The answer to a logout token seen before.
@@ -76,7 +74,7 @@ pub(super) fn backchannel(env: &Env, req: &Request, refetch: Refetch) -> Action 
         verified
             .claims
             .get(name)
-            .and_then(serde_json::Value::as_str)
+            .and_then(crate::json::Value::as_str)
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     };
@@ -105,10 +103,10 @@ pub(super) fn session_ended(env: &Env, session: &Session) -> bool {
         return false;
     };
     let claims = token::unverified_claims(id_token).unwrap_or_default();
-    let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str);
+    let text = |name: &str| claims.get(name).and_then(crate::json::Value::as_str);
     let issued_at = claims
         .get("iat")
-        .and_then(serde_json::Value::as_u64)
+        .and_then(crate::json::Value::as_u64)
         .unwrap_or(0);
     endings.ended(text("sid"), text("sub"), issued_at)
 }

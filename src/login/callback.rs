@@ -112,20 +112,35 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-#[derive(Deserialize)]
+/// A successful token-endpoint answer (RFC 6749 §5.1): a member of the wrong type makes it
+/// malformed, a null one counts as absent.
 pub(super) struct TokenResponse {
     pub access_token: String,
-    #[serde(default)]
     pub id_token: Option<String>,
-    #[serde(default)]
     pub refresh_token: Option<String>,
-    #[serde(default)]
     pub refresh_expires_in: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct TokenErrorResponse {
-    error: String,
+impl TokenResponse {
+    fn read(body: &[u8]) -> Option<TokenResponse> {
+        use crate::json::Value;
+        let answer = crate::json::object_from_slice(body).ok()?;
+        let text = |name: &str| match answer.get(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(s)) => Some(Some(s.clone())),
+            Some(_) => None,
+        };
+        let refresh_expires_in = match answer.get("refresh_expires_in") {
+            None | Some(Value::Null) => None,
+            Some(n) => Some(n.as_u64()?),
+        };
+        Some(TokenResponse {
+            access_token: text("access_token")??,
+            id_token: text("id_token")?,
+            refresh_token: text("refresh_token")?,
+            refresh_expires_in,
+        })
+    }
 }
 
 /// Session cookies live as long as the refresh token when the provider says (Keycloak does).
@@ -135,13 +150,17 @@ pub(super) const DEFAULT_SESSION_TTL: u64 = 12 * 3600;
 /// The `error` code of a provider's error answer (RFC 6749 §5.2), sanitised for a page or a log
 /// line; empty when there is none.
 pub fn provider_error_code(body: &[u8]) -> String {
-    serde_json::from_slice::<TokenErrorResponse>(body)
-        .map(|e| {
-            e.error
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .take(64)
-                .collect::<String>()
+    crate::json::object_from_slice(body)
+        .ok()
+        .and_then(|answer| {
+            let error = answer.get("error")?.as_str()?;
+            Some(
+                error
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .take(64)
+                    .collect::<String>(),
+            )
         })
         .unwrap_or_default()
 }
@@ -160,7 +179,7 @@ pub(super) fn token_response(status: u32, body: &[u8]) -> Result<TokenResponse, 
                 .into(),
         ));
     }
-    serde_json::from_slice::<TokenResponse>(body).map_err(|_| {
+    TokenResponse::read(body).ok_or_else(|| {
         (
             502,
             "the token endpoint answered with a malformed body".into(),

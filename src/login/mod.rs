@@ -2,7 +2,6 @@
 //! what these functions return: forward the request, reply, dispatch a token call, or wait.
 
 use base64::Engine as _;
-use serde::Deserialize;
 
 use crate::keystore::Refetch;
 

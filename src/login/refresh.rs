@@ -99,7 +99,7 @@ pub fn finish_refresh<'r>(
         match token::verify_id_token(id_token, keys, &env.id_token_rules(), env.now, None) {
             Ok(id) => {
                 let before = old.id_token.as_deref().and_then(token::unverified_subject);
-                let now = id.claims.get("sub").and_then(serde_json::Value::as_str);
+                let now = id.claims.get("sub").and_then(crate::json::Value::as_str);
                 if before.is_some() && before.as_deref() != now {
                     return fail("the new ID token names another subject".into());
                 }
