@@ -125,6 +125,9 @@ READY_TIMEOUT = env_int("BENCH_READY_TIMEOUT_MS", 30000) / 1000.0
 # The upstream: "native" (bench/upstream, a small Rust HTTP/1.1 responder) or "envoy" (a second
 # Envoy's direct_response; about twice the CPU per request of native, see the diagnostics table).
 UPSTREAM = os.environ.get("BENCH_UPSTREAM", "native")
+# BENCH_RELEASE_MEMORY=1: every proxy (the baseline too) returns its allocator's free pages to the
+# system every half second (the bootstrap's `memory_allocator_manager`), as an operator can ask.
+RELEASE_MEMORY = os.environ.get("BENCH_RELEASE_MEMORY", "") not in ("", "0")
 UPSTREAM_BIN = os.environ.get("BENCH_UPSTREAM_BIN", os.path.join(HERE, "upstream", "target", "release", "bench-upstream"))
 
 selected = os.environ.get("BENCH_SCENARIOS", "")
@@ -233,6 +236,20 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+MIB = 1024.0 * 1024.0
+
+
+def allocator_mib(admin_port):
+    """Envoy's allocator (tcmalloc) from the admin interface's `/memory`: bytes in use by live
+    allocations, and bytes it holds without handing them out (free pages and caches), in MiB."""
+    status, _, body = http_get(admin_port, "/memory")
+    if status != 200:
+        raise CheckFailed(f"admin /memory answered {status}")
+    m = {k: int(v) for k, v in json.loads(body).items()}
+    held = m["heap_size"] - m["pageheap_unmapped"]
+    return m["allocated"] / MIB, (held - m["allocated"]) / MIB
 
 
 def http_get(port, path, headers=None, timeout=5.0, method="GET", body=None):
@@ -361,6 +378,8 @@ def bootstrap(admin_port, listener_port, hcm_filter, clusters, node):
             }],
             "clusters": clusters,
         },
+        **({"memory_allocator_manager": {"bytes_to_release": 1 << 30, "memory_release_interval": "0.5s"}}
+           if RELEASE_MEMORY else {}),
     }
 
 
@@ -732,6 +751,7 @@ def run_one(scenario, rep, ports, warm, cold, tokens_file, jwks_text):
         load_ticks = helper_ticks + result["wrk_cpu_s"] * CLK_TCK
         foreign_load_cpu = max(0.0, busy_after[LOAD_CPU] - busy_before[LOAD_CPU] - load_ticks) / wall_ticks
         rss = rss_kib(proc.pid)
+        heap_in_use, heap_kept = allocator_mib(proxy_admin)
         after = admin_stats(proxy_admin, COUNTERS)
         delta = {k: after[k] - before[k] for k in COUNTERS}
         if proc.poll() is not None:
@@ -760,6 +780,8 @@ def run_one(scenario, rep, ports, warm, cold, tokens_file, jwks_text):
             "foreign_proxy_cpu": 100.0 * foreign_proxy_cpu,
             "foreign_load_cpu": 100.0 * foreign_load_cpu,
             "rss_mib": rss / 1024.0,
+            "heap_in_use_mib": heap_in_use,
+            "heap_kept_mib": heap_kept,
             "ready_ms": ready_ms,
             "cache_hits": delta["http.bench.jwt_authn.jwt_cache_hit"],
             "cache_misses": delta["http.bench.jwt_authn.jwt_cache_miss"],
@@ -817,6 +839,9 @@ def report(results, meta):
         "it also serves the key set")
     add(f"- {REPS} interleaved repetitions × {SECONDS} s per scenario (after {WARMUP} s of warm-up on a fresh Envoy); "
         f"every request carries a {meta['token_bytes']}-byte RS256 token (2048-bit key)")
+    if RELEASE_MEMORY:
+        add("- `BENCH_RELEASE_MEMORY=1`: every proxy returns its allocator's free pages to the system every 0.5 s "
+            "(`memory_allocator_manager` in the bootstrap)")
     size = f"{os.path.getsize(MESH_WASM):,}".replace(",", " ")
     add(f"- mesh-oidc: `{meta['mesh_wasm']}`, {size} bytes, sha256 `{meta['mesh_sha256'][:16]}…`, "
         f"tree at commit {meta['git']}")
@@ -867,6 +892,29 @@ def report(results, meta):
         add("")
         add(f"- proxy CPU per request: **{cell(warm, 1)} µs**")
         add(f"- from throughput (1/req/s difference): {cell(lat, 1)} µs")
+        add("")
+    base = results.get("baseline")
+    if base and all("heap_in_use_mib" in r for s in RUN for r in results[s]):
+        add("## Memory")
+        add("")
+        add("Each proxy's memory at the end of its measured run: the resident set (RSS), and what Envoy's allocator "
+            "(tcmalloc, the admin interface's `/memory`) says of its share: bytes in live allocations, and bytes "
+            "it keeps without handing them out (free pages and per-thread caches, never returned to the system "
+            "unless the bootstrap's `memory_allocator_manager` asks for it). V8 allocates through it; the wasm "
+            "linear memories and the compiled code are mapped apart. Over no filter, per repetition:")
+        add("")
+        add("| scenario | RSS MiB | allocator in use MiB | allocator kept, free MiB |")
+        add("| --- | ---: | ---: | ---: |")
+        for s in RUN:
+            if s == "baseline":
+                continue
+            rs = results[s]
+            add("| " + " | ".join([
+                f"`{s}`",
+                cell([r["rss_mib"] - base[i]["rss_mib"] for i, r in enumerate(rs)], 1),
+                cell([r["heap_in_use_mib"] - base[i]["heap_in_use_mib"] for i, r in enumerate(rs)], 1),
+                cell([r["heap_kept_mib"] - base[i]["heap_kept_mib"] for i, r in enumerate(rs)], 1),
+            ]) + " |")
         add("")
     add("## Targets (issue 15: the warm path at the wasm floor, half the start-up and memory)")
     add("")
@@ -986,7 +1034,7 @@ def report(results, meta):
             "Run again on an idle machine for figures to compare.")
         add("")
     add("Run it: `make bench`, or `bench/run.sh` (`BENCH_REPS`, `BENCH_SECONDS`, `BENCH_WARMUP_SECONDS`, "
-        "`BENCH_CONNECTIONS`, `BENCH_SCENARIOS`, `BENCH_COLD_TOKENS`; see `bench/run.sh`).")
+        "`BENCH_CONNECTIONS`, `BENCH_SCENARIOS`, `BENCH_COLD_TOKENS`, `BENCH_RELEASE_MEMORY`; see `bench/run.sh`).")
     add("")
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@
 #   BENCH_OUT=docs/benchmarks.md
 #   BENCH_PROXY_CPU=1 BENCH_LOAD_CPU=0   where the proxy, and wrk + the upstream, run
 #   BENCH_UPSTREAM=native      the upstream: native (bench/upstream) or envoy (a second Envoy's direct_response)
+#   BENCH_RELEASE_MEMORY=1     every proxy (baseline too) returns its allocator's free pages every 0.5 s
 #
 # Needs: wrk (Debian: apt-get install -y wrk), taskset (util-linux), python3, node (tests/node_modules
 # from `make setup`), Envoy in .venv (`make setup`), the wasm32-wasip1 target; the main module built
