@@ -672,6 +672,7 @@ pub fn forwarded_cookies(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn sealer() -> Sealer {
         let key = crate::config::Config::parse(
@@ -912,6 +913,44 @@ mod tests {
         let sealed = s.seal(&session(), 1000, 600).unwrap();
         assert_eq!(s.open::<Session>(&sealed, 1001), Some(session()));
         assert_eq!(s.open::<Transaction>(&sealed, 1001), None);
+    }
+
+    /// The fields as the serde derive read them before `src/json.rs`: a session's `i` and `r`
+    /// are strings or absent (null reads as absent), a null `s` or `v` does not make it a
+    /// transaction; a transaction has all five fields as strings; other fields are ignored.
+    #[test]
+    fn sealed_fields_are_read_by_their_types() {
+        let s = sealer();
+        let open = |fields: serde_json::Value| {
+            let sealed = s.seal_fields(crate::json::map(fields), 1000, 600).unwrap();
+            (
+                s.open::<Session>(&sealed, 1001),
+                s.open::<Transaction>(&sealed, 1001),
+            )
+        };
+        let only_id = Session {
+            id_token: Some("x".into()),
+            refresh_token: None,
+        };
+        assert_eq!(open(json!({"i": "x"})).0, Some(only_id.clone()));
+        assert_eq!(
+            open(json!({"i": "x", "r": null, "s": null})).0,
+            Some(only_id)
+        );
+        assert_eq!(open(json!({"i": 7})).0, None);
+        assert_eq!(open(json!({"i": "x", "r": ["y"]})).0, None);
+        assert_eq!(open(json!({"i": "x", "v": 1})).0, None);
+        assert_eq!(open(json!({})).0, Some(Session::default()));
+        let tx = json!({"s": "a", "n": "b", "v": "c", "p": "/", "r": "https://app/cb", "z": 1});
+        assert_eq!(open(tx).1.map(|t| t.path), Some("/".to_string()));
+        assert_eq!(
+            open(json!({"s": "a", "n": "b", "v": "c", "p": "/"})).1,
+            None
+        );
+        assert_eq!(
+            open(json!({"s": "a", "n": "b", "v": "c", "p": 1, "r": "x"})).1,
+            None
+        );
     }
 
     /// Fuzzing found this (docs/fuzzing.md): `access_token_+2` counted as chunk 2, since
