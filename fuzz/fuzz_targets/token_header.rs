@@ -36,8 +36,13 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(token.split('.').count(), 3);
     assert_eq!(Alg::from_name(name(header.alg)), Some(header.alg));
     let json = fixtures::unb64(token.split('.').next().unwrap_or_default()).expect("base64");
-    let object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&json).expect("a JSON object");
+    let object: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&json) {
+        Ok(object) => object,
+        // `mesh_oidc::json` keeps a number too large for an f64 as written (`1e400`); serde_json
+        // refuses it. No member the filter reads is such a number (`fuzz_targets/json.rs`).
+        Err(e) if e.to_string().starts_with("number out of range") => return,
+        Err(e) => panic!("not a JSON object to serde_json: {e}"),
+    };
     assert!(!object.contains_key("enc") && !object.contains_key("zip"));
     if let Ok(meta) = Token::decode_metadata(&token) {
         assert_eq!(meta.algorithm(), name(header.alg), "alg read two ways");
