@@ -105,9 +105,15 @@ impl Claim {
         // entries that live longer, as when a plugin version with a longer transaction lifetime
         // shares the process), the exchange would go ahead and the state would not be refused
         // next time. Found by fuzzing (docs/fuzzing.md).
-        if live.len() >= PER_SLOT {
-            live.sort_by_key(|(_, until)| std::cmp::Reverse(*until));
-            live.truncate(PER_SLOT - 1);
+        // The entries that expire first make room (a slot holds a handful).
+        while live.len() >= PER_SLOT {
+            let first = live
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (_, until))| *until)
+                .map(|(i, _)| i);
+            let Some(first) = first else { break };
+            live.swap_remove(first);
         }
         live.push((self.digest, self.until));
         let mut out = Vec::with_capacity(live.len() * ENTRY_LEN);

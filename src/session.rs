@@ -55,16 +55,17 @@ fn optional_text(fields: &Map, name: &str) -> Option<Option<String>> {
 
 impl Sealable for Transaction {
     fn fields(&self) -> Map {
-        [
+        let mut fields = Map::new();
+        for (name, value) in [
             ("s", &self.state),
             ("n", &self.nonce),
             ("v", &self.verifier),
             ("p", &self.path),
             ("r", &self.redirect_uri),
-        ]
-        .into_iter()
-        .map(|(name, value)| (name.to_string(), Value::String(value.clone())))
-        .collect()
+        ] {
+            fields.insert(name.to_string(), Value::String(value.clone()));
+        }
+        fields
     }
 
     fn from_fields(fields: &Map) -> Option<Transaction> {
@@ -81,10 +82,13 @@ impl Sealable for Transaction {
 
 impl Sealable for Session {
     fn fields(&self) -> Map {
-        [("i", &self.id_token), ("r", &self.refresh_token)]
-            .into_iter()
-            .filter_map(|(name, value)| Some((name.to_string(), Value::String(value.clone()?))))
-            .collect()
+        let mut fields = Map::new();
+        for (name, value) in [("i", &self.id_token), ("r", &self.refresh_token)] {
+            if let Some(value) = value {
+                fields.insert(name.to_string(), Value::String(value.clone()));
+            }
+        }
+        fields
     }
 
     /// A sealed transaction also reads as a session, its `r` (the redirect URI) as the refresh

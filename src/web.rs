@@ -139,6 +139,18 @@ pub fn cookie_value(raw: &[u8]) -> &[u8] {
     }
 }
 
+/// `values` without repeats, each kept where it first appears: a reply's handful of `Set-Cookie`
+/// values (no sort: its code would cost the module more than these comparisons).
+pub fn without_repeats(values: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for value in values {
+        if !out.contains(&value) {
+            out.push(value);
+        }
+    }
+    out
+}
+
 /// The pieces of a header between `;`s, as `split` gives them.
 pub fn pieces(header: &[u8]) -> impl Iterator<Item = &[u8]> {
     pieces_by(header, b';')
@@ -265,6 +277,16 @@ pub fn bearer(header: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_repeats_keeps_first_occurrences_in_order() {
+        let v = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            without_repeats(v(&["b", "a", "b", "c", "a"])),
+            v(&["b", "a", "c"])
+        );
+        assert_eq!(without_repeats(v(&[])), v(&[]));
+    }
 
     #[test]
     fn find_byte_agrees_with_a_plain_scan() {

@@ -345,9 +345,7 @@ impl Env<'_> {
         for name in transactions {
             out.push(session::clear_cookie(name, &tx_attrs));
         }
-        out.sort();
-        out.dedup();
-        out
+        web::without_repeats(out)
     }
 }
 

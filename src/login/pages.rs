@@ -42,8 +42,7 @@ pub fn start_login(env: &Env, req: &Request, rng: &mut dyn Random, clears: Vec<S
     let a = env.attrs(req).for_transaction();
     let mut cookies = clears;
     cookies.extend(stale_transactions(env, req, &a));
-    cookies.sort();
-    cookies.dedup();
+    let mut cookies = web::without_repeats(cookies);
     cookies.push(session::set_cookie(
         &env.names.transaction(&state),
         &sealed,
