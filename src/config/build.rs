@@ -20,7 +20,7 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
     };
 
     // Keycloak: the public URL for what the browser follows, the internal one for the pod.
-    let mut derived: BTreeMap<&str, String> = BTreeMap::new();
+    let mut derived: Named<String> = Named::default();
     let mut internal_url: Option<Url> = None;
     if let Some(kc) = root.object("keycloak")? {
         internal_url = Some(keycloak(kc, &mut derived)?);
@@ -385,7 +385,7 @@ fn is_cluster_local(host: &str) -> bool {
         || host.ends_with(".cluster.local")
 }
 
-fn keycloak(mut kc: Obj, derived: &mut BTreeMap<&'static str, String>) -> Result<Url, ConfigError> {
+fn keycloak(mut kc: Obj, derived: &mut Named<String>) -> Result<Url, ConfigError> {
     let public = kc
         .url("public_url")?
         .ok_or_else(|| ConfigError::new("keycloak.public_url", "is required"))?;
@@ -462,9 +462,9 @@ fn keycloak(mut kc: Obj, derived: &mut BTreeMap<&'static str, String>) -> Result
 /// `oidc.*`: each explicit endpoint, else the derived one; the issuer as given (a URL).
 fn oidc_endpoints(
     root: &mut Obj,
-    derived: &BTreeMap<&'static str, String>,
-) -> Result<(Option<String>, BTreeMap<&'static str, Url>), ConfigError> {
-    let mut endpoints: BTreeMap<&str, Url> = BTreeMap::new();
+    derived: &Named<String>,
+) -> Result<(Option<String>, Named<Url>), ConfigError> {
+    let mut endpoints: Named<Url> = Named::default();
     let mut issuer: Option<String> = derived.get("issuer").cloned();
     let mut oidc = root.object("oidc")?;
     for name in [

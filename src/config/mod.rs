@@ -2,7 +2,6 @@
 //! value. Every error names the dotted key it is about, so one log line tells the operator what
 //! to fix.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::httpurl::Url;
@@ -535,6 +534,33 @@ impl Obj {
 }
 
 /// The keys an object at `prefix` may hold ("" for the top level), from [`KEYS`].
+/// A few values by name (the endpoints a configuration derives and names), kept in a list: a
+/// map type of its own would cost the module more than the search.
+pub(super) struct Named<V>(Vec<(&'static str, V)>);
+
+impl<V> Default for Named<V> {
+    fn default() -> Self {
+        Named(Vec::new())
+    }
+}
+
+impl<V> Named<V> {
+    /// Sets `name`, replacing what it held.
+    pub(super) fn insert(&mut self, name: &'static str, value: V) {
+        self.remove(name);
+        self.0.push((name, value));
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<&V> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    pub(super) fn remove(&mut self, name: &str) -> Option<V> {
+        let i = self.0.iter().position(|(n, _)| *n == name)?;
+        Some(self.0.swap_remove(i).1)
+    }
+}
+
 fn known_names(prefix: &str) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = KEYS
         .iter()

@@ -17,7 +17,7 @@ pub(super) struct FromClientSecrets {
 /// endpoints. Keycloak's URL layout gives the key set and end-session endpoints too.
 pub(super) fn client_secrets(
     mut cs: Obj,
-    derived: &mut BTreeMap<&'static str, String>,
+    derived: &mut Named<String>,
 ) -> Result<FromClientSecrets, ConfigError> {
     if let Some(web) = cs.object("web")? {
         cs = web;
