@@ -9,25 +9,14 @@
 
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import {
   harness, generateKeys, generateKey, withKeys, decodeJwt, crashLines, wasmExists, WASM_PATH, ENVOY_BIN,
 } from './lib/index.mjs';
+import { CHROMIUM, MISSING_CHROMIUM, launchChromium } from './lib/browser.mjs';
 import { startBookinfo, untilServicesAnswer } from './lib/bookinfo.mjs';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-quic',
-  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
-  '--no-default-browser-check', '--disable-default-apps', '--disable-extensions', '--disable-breakpad',
-  '--disable-domain-reliability', '--no-pings',
-];
-const MISSING_CHROMIUM = `Chromium is not installed at ${CHROMIUM}. Install Debian's browser: `
-  + 'apt-get install -y chromium chromium-driver (this test never downloads a browser and never skips).';
 
 const skip = (wasmExists() && fs.existsSync(ENVOY_BIN)) || process.env.E2E_REQUIRE_WASM === '1'
   ? false : `the wasm module (${WASM_PATH}) or Envoy (${ENVOY_BIN}) is missing; run make setup build`;
@@ -40,9 +29,9 @@ test('Chromium is installed (the Bookinfo browser test needs it)', () => {
 describe('Chromium: a key rotation while alice reads Bookinfo ends with the page whole after one reload', { skip }, () => {
   const k1 = generateKeys();
   let bk;
+  let browser;
   let context;
   let page;
-  let userDataDir;
   let shot = 0;
 
   async function screenshot(name) {
@@ -62,18 +51,13 @@ describe('Chromium: a key rotation while alice reads Bookinfo ends with the page
 
   before(async () => {
     if (!fs.existsSync(CHROMIUM)) throw new Error(MISSING_CHROMIUM);
-    const { chromium } = await import('playwright-core');
     bk = await startBookinfo(h, { keys: k1, jwksRefreshSeconds: 10 });
-    userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-oidc-chromium-'));
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1000, height: 800 },
-    });
-    page = context.pages()[0] ?? await context.newPage();
+    browser = await launchChromium({ viewport: { width: 1000, height: 800 } });
+    ({ context, page } = browser);
   });
 
   after(async () => {
-    await context?.close().catch(() => {});
-    if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+    await browser?.close();
     await h.cleanup();
   });
 

@@ -7,25 +7,13 @@
 import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import {
   harness, keycloakConfig, freePort, sleep, crashLines, wasmExists, WASM_PATH,
 } from './lib/index.mjs';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-quic',
-  // nothing but 127.0.0.1: every other host name fails to resolve
-  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
-  '--no-default-browser-check', '--disable-default-apps', '--disable-extensions', '--disable-breakpad',
-  '--disable-domain-reliability', '--no-pings',
-];
-const MISSING_CHROMIUM = `Chromium is not installed at ${CHROMIUM}. Install Debian's browser: `
-  + 'apt-get install -y chromium chromium-driver (this test never downloads a browser and never skips).';
+import { CHROMIUM, MISSING_CHROMIUM, launchChromium } from './lib/browser.mjs';
 
 const skip = wasmExists() || process.env.E2E_REQUIRE_WASM === '1'
   ? false : `the wasm module is not built (${WASM_PATH}); run make build`;
@@ -39,9 +27,9 @@ describe('a real browser logs in and out through login mode', { skip }, () => {
   let provider;
   let echo;
   let envoy;
+  let browser;
   let context;
   let page;
-  let userDataDir;
   let shot = 0;
   const base = () => `http://127.0.0.1:${envoy.port}`;
 
@@ -77,7 +65,6 @@ describe('a real browser logs in and out through login mode', { skip }, () => {
   before(async () => {
     // Fail (never skip) without Chromium, and before starting anything else.
     if (!fs.existsSync(CHROMIUM)) throw new Error(MISSING_CHROMIUM);
-    const { chromium } = await import('playwright-core');
 
     const envoyPort = await freePort();
     provider = await h.startProvider({
@@ -103,19 +90,12 @@ describe('a real browser logs in and out through login mode', { skip }, () => {
     await provider.waitForRequests('/certs', { timeoutMs: 5000 });
     await sleep(600); // the workers pick the key set up on their next tick
 
-    userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-oidc-chromium-'));
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      viewport: { width: 1000, height: 700 },
-    });
-    page = context.pages()[0] ?? await context.newPage();
+    browser = await launchChromium({ viewport: { width: 1000, height: 700 } });
+    ({ context, page } = browser);
   });
 
   after(async () => {
-    await context?.close().catch(() => {});
-    if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+    await browser?.close();
     await h.cleanup();
   });
 

@@ -23,7 +23,6 @@
 import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
@@ -31,6 +30,7 @@ import {
   harness, request, requestWithJar, CookieJar, crashLines, freePort, sleep, decodeJwt, tamper,
   wasmExists, WASM_PATH, PAGE_HEADERS, API_HEADERS, setCookie, setCookies, isCleared, startLogin,
 } from './lib/index.mjs';
+import { CHROMIUM, launchChromium } from './lib/browser.mjs';
 import {
   startGlewlwyd, glewlwydLogin, glewlwydEndSession, glewlwydTokens, glewlwydInstalled, glewlwydVersion,
   newClientSecret, INSTALL_HINT,
@@ -50,14 +50,6 @@ const SHORT_TTL = 3; // seconds: access (and ID) tokens of the `short` plugin in
 // The in-mesh name of glewlwyd: the filter calls the token and key-set endpoints by it, through
 // the cluster; Envoy's cluster of that name points at 127.0.0.1.
 const INTERNAL_HOST = 'glewlwyd.idp.svc.cluster.local:4593';
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-quic',
-  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
-  '--no-default-browser-check', '--disable-default-apps', '--disable-extensions', '--disable-breakpad',
-  '--disable-domain-reliability', '--no-pings',
-];
 const CLUSTER = 'outbound|4593||glewlwyd.idp.svc.cluster.local';
 
 test('glewlwyd is installed (the second provider\'s suite needs it)', () => {
@@ -488,9 +480,9 @@ describe('a second provider: glewlwyd', { skip }, () => {
   // ------------------------------------------------------------------------------ Chromium
 
   describe('in a real browser (Chromium) on glewlwyd\'s own login page', () => {
+    let browser;
     let context;
     let page;
-    let userDataDir;
     let shot = 0;
     const shots = () => path.join(h.outDir, 'chromium');
 
@@ -514,17 +506,12 @@ describe('a second provider: glewlwyd', { skip }, () => {
 
     before(async () => {
       if (!fs.existsSync(CHROMIUM)) throw new Error(`Chromium is not installed at ${CHROMIUM}: apt-get install -y chromium chromium-driver`);
-      const { chromium } = await import('playwright-core');
       fs.mkdirSync(shots(), { recursive: true });
-      userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mesh-oidc-glewlwyd-chromium-'));
-      context = await chromium.launchPersistentContext(userDataDir, {
-        executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1000, height: 800 },
-      });
-      page = context.pages()[0] ?? await context.newPage();
+      browser = await launchChromium({ viewport: { width: 1000, height: 800 } });
+      ({ context, page } = browser);
     });
     after(async () => {
-      await context?.close().catch(() => {});
-      if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+      await browser?.close();
     });
 
     btest('Chromium: the page → glewlwyd\'s login page → password → consent → Continue → back on the page', async () => {
