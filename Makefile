@@ -86,10 +86,13 @@ lint: .stamp-wasm-target
 
 e2e: setup build
 	@# One file at a time, each test bounded (3 min: a hang fails the test instead of the whole
-	@# run), and a file that fails is run once more — said loudly, so that a flaky test shows.
+	@# run), and a file that fails is run once more — said loudly, so that a flaky test shows. The
+	@# first try's logs are kept in tests/out.first-try/<file>/ (the retry writes tests/out again).
 	@cd tests && failed=""; for f in e2e/*.test.mjs; do \
 	  node --test --test-concurrency=1 --test-timeout=180000 --test-force-exit $$f && continue; \
-	  echo "=== RETRY: $$f failed; running it once more ==="; \
+	  echo "=== RETRY: $$f failed; running it once more (first try's logs: tests/out.first-try/) ==="; \
+	  mkdir -p out.first-try && rm -rf "out.first-try/$$(basename $$f .test.mjs)" && \
+	    cp -r out "out.first-try/$$(basename $$f .test.mjs)" || true; \
 	  node --test --test-concurrency=1 --test-timeout=180000 --test-force-exit $$f || failed="$$failed $$f"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "=== e2e failed:$$failed ==="; exit 1; fi

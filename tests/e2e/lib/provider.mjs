@@ -90,7 +90,10 @@ export async function startProvider(opts = {}) {
     async stop() { if (state.proc) await state.proc.stop(); },
     /** Stop, then start again on the same port with changed options (e.g. {keys: newKeys}). */
     async restart(newOpts = {}) {
+      // Each step in the log with its time: a restart that hangs says where.
+      fs.appendFileSync(logFile, `----- restart: stopping pid ${state.proc?.pid} (${new Date().toISOString()})\n`);
       await handle.stop();
+      fs.appendFileSync(logFile, `----- restart: stopped ${JSON.stringify(state.proc?.exitInfo)} (${new Date().toISOString()})\n`);
       if (newOpts.resetState) fs.rmSync(path.join(dir, 'provider-state.json'), { force: true });
       const { resetState, ...rest } = newOpts;
       state.opts = { ...state.opts, ...rest, port };
