@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-/// An object's members, ordered by name (the order they are written in).
+/// An object's members, ordered by name (the order the writer puts them in).
 pub type Map<K = String, V = Value> = BTreeMap<K, V>;
 
 /// Containers nested deeper than this are refused (serde_json's limit).
@@ -28,6 +28,7 @@ pub enum Value {
 }
 
 /// A number as it was written (checked against RFC 8259's grammar), or an integer the filter made.
+/// Two numbers are equal when they are written alike (`1.0` is not `1`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Number(String);
 
