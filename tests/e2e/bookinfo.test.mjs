@@ -166,7 +166,10 @@ describe('Bookinfo with a productpage that answers 200 when details refuses (iss
     const grants = await bk.provider.waitForRequests((r) => r.grant === 'refresh_token');
     assert.deepEqual(grants.map((g) => g.status), [200], 'one refresh grant');
     assert.equal(bk.provider.requests('/protocol/openid-connect/auth').length, 0, 'no authorization round trip');
-    assert.ok(bk.provider.requests('/certs').length >= 1, 'the key set was fetched again for the new kid');
+    // No assertion on who fetched the set for the new kid: the three plugins of this one Envoy
+    // share it (shared data, keyed by cluster and URI), so productpage's sidecar either fetched it
+    // for the unknown kid or had already picked up the set details' and reviews' fetches
+    // published (timing; CI saw both). The refreshed token of the new key verified either way.
     assert.doesNotMatch(bk.envoyLog().slice(logFrom), /refresh.*(refused|failed)/i, 'no refused refresh');
   });
 
