@@ -142,6 +142,16 @@ impl Value {
     }
 }
 
+/// A member that must be a string when present: `Some(None)` when it is absent or null,
+/// `Some(Some(text))` for a string, `None` (malformed) for anything else.
+pub fn optional_string(map: &Map, name: &str) -> Option<Option<String>> {
+    match map.get(name) {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::String(s)) => Some(Some(s.clone())),
+        Some(_) => None,
+    }
+}
+
 /// An object's JSON text (see [`Value::to_json`]).
 pub fn object_to_json(map: &Map) -> String {
     let mut out = String::new();

@@ -43,16 +43,6 @@ pub trait Sealable: Sized {
     fn from_fields(fields: &Map) -> Option<Self>;
 }
 
-/// A field that is a string when present (a null reads as absent): `None` when it has another
-/// type.
-fn optional_text(fields: &Map, name: &str) -> Option<Option<String>> {
-    match fields.get(name) {
-        None | Some(Value::Null) => Some(None),
-        Some(Value::String(s)) => Some(Some(s.clone())),
-        Some(_) => None,
-    }
-}
-
 impl Sealable for Transaction {
     fn fields(&self) -> Map {
         let mut fields = Map::new();
@@ -102,8 +92,8 @@ impl Sealable for Session {
             return None;
         }
         Some(Session {
-            id_token: optional_text(fields, "i")?,
-            refresh_token: optional_text(fields, "r")?,
+            id_token: crate::json::optional_string(fields, "i")?,
+            refresh_token: crate::json::optional_string(fields, "r")?,
         })
     }
 }

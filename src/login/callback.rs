@@ -125,11 +125,7 @@ impl TokenResponse {
     fn read(body: &[u8]) -> Option<TokenResponse> {
         use crate::json::Value;
         let answer = crate::json::object_from_slice(body).ok()?;
-        let text = |name: &str| match answer.get(name) {
-            None | Some(Value::Null) => Some(None),
-            Some(Value::String(s)) => Some(Some(s.clone())),
-            Some(_) => None,
-        };
+        let text = |name: &str| crate::json::optional_string(&answer, name);
         let refresh_expires_in = match answer.get("refresh_expires_in") {
             None | Some(Value::Null) => None,
             Some(n) => Some(n.as_u64()?),
