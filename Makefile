@@ -61,7 +61,11 @@ $(NODE_MODULES): tests/package.json tests/package-lock.json
 
 # wasm-opt (Debian's binaryen) shrinks the module by about a fifth, and V8 compiles it that much
 # sooner at start-up; without it the module works the same, only larger.
-WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
+# -ocimfs 100: a function with one caller is inlined into it only when small. Envoy's V8 compiles
+# every function with TurboFan at load, whose memory grows with the largest function, and tcmalloc
+# keeps that peak for good: binaryen's default (any size) glued the configuration's builder into
+# one 36 KB function that cost 16 MB to compile (docs/benchmark-notes.md).
+WASM_OPT_FLAGS := -Oz -ocimfs 100 --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
 
 build: .stamp-wasm-target
 	MESH_OIDC_GIT_HASH=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) cargo build --target $(WASM_TARGET) --release

@@ -1322,3 +1322,58 @@ fn an_issuer_refusal_logs_the_token_of_a_renamed_cookie() {
         "the log line names the token's issuer"
     );
 }
+
+/// The warm path crosses into the host no more than the bench's floor filters do (bench/noop:
+/// the header map read once, the clock, the headers set): a cached token costs three host
+/// calls, a login session six, and the response and the stream's end none of their own.
+#[test]
+fn the_warm_path_makes_only_the_floors_host_calls() {
+    let t = valid_token();
+    let w = world();
+    let validate = ready(&w, &validate_config(), 100);
+    let login = ready(&w, &login_config(), 200);
+    let sealed = {
+        let v = login.vm.borrow();
+        let sealer = v.sealer.clone().unwrap();
+        let session = crate::session::Session {
+            id_token: Some(t.clone()),
+            refresh_token: Some("r".repeat(700)),
+        };
+        sealer.seal(&session, NOW, 3600).unwrap()
+    };
+    let mut cookie_req = api("/a", "");
+    cookie_req.retain(|(n, _)| *n != "authorization");
+    cookie_req.push(("cookie", format!("theme=dark; access_token={t}")));
+    let mut session_req = cookie_req.clone();
+    session_req.retain(|(n, _)| *n != "cookie");
+    session_req.push((
+        "cookie",
+        format!("theme=dark; access_token={t}; access_token_session={sealed}"),
+    ));
+    let calls = |p: &Proxy, h: &[(&'static str, String)]| {
+        // The first request fills the cache; the second is the warm path.
+        send(p, 5, h);
+        p.respond(5, 200);
+        p.end(5);
+        p.host.tracing.set(true);
+        assert_eq!(send(p, 6, h), Outcome::Continue);
+        p.respond(6, 200);
+        p.end(6);
+        p.host.tracing.set(false);
+        p.host.trace.take()
+    };
+    let validate_calls = ["request_headers", "now_ms", "set_request_header x-user"];
+    assert_eq!(calls(&validate, &api("/a", &bearer(&t))), validate_calls);
+    assert_eq!(calls(&validate, &cookie_req), validate_calls);
+    assert_eq!(
+        calls(&login, &session_req),
+        [
+            "request_headers",
+            "now_ms",
+            "set_request_header authorization",
+            "set_request_header x-user",
+            "set_request_header cookie",
+            "response_status",
+        ]
+    );
+}

@@ -115,6 +115,11 @@ pub struct FakeHost {
     /// engine is re-entered while it is dispatching, as Envoy can do.
     pub inline_failures: Cell<bool>,
     vm: RefCell<Option<std::rc::Weak<RefCell<crate::vm::Vm>>>>,
+    /// Every host call, by name (and its key or header name where it has one), in order: what
+    /// a request costs in VM crossings.
+    pub trace: RefCell<Vec<String>>,
+    /// Whether host calls are recorded in `trace`.
+    pub tracing: Cell<bool>,
 }
 
 impl FakeHost {
@@ -134,6 +139,20 @@ impl FakeHost {
             clusters: RefCell::new(vec![CLUSTER.to_string()]),
             inline_failures: Cell::new(false),
             vm: RefCell::new(None),
+            trace: RefCell::default(),
+            tracing: Cell::new(false),
+        }
+    }
+
+    fn note(&self, call: &str, arg: &str) {
+        if !self.tracing.get() {
+            return;
+        }
+        let mut t = self.trace.borrow_mut();
+        if arg.is_empty() {
+            t.push(call.to_string());
+        } else {
+            t.push(format!("{call} {arg}"));
         }
     }
 
@@ -159,14 +178,17 @@ impl FakeHost {
 
 impl Host for FakeHost {
     fn now_ms(&self) -> u64 {
+        self.note("now_ms", "");
         self.world.clock_ms.get()
     }
 
     fn log(&self, level: Level, message: &str) {
+        self.note("log", "");
         self.logs.borrow_mut().push((level, message.to_string()));
     }
 
     fn define_counter(&self, name: &str) -> Option<u32> {
+        self.note("define_counter", name);
         let mut c = self.counters.borrow_mut();
         if let Some(i) = c.iter().position(|(n, _)| n == name) {
             return u32::try_from(i).ok();
@@ -176,17 +198,20 @@ impl Host for FakeHost {
     }
 
     fn increment(&self, counter: u32) {
+        self.note("increment", "");
         if let Some((_, v)) = self.counters.borrow_mut().get_mut(counter as usize) {
             *v += 1;
         }
     }
 
     fn request_headers(&self) -> crate::inbound::Headers {
+        self.note("request_headers", "");
         self.with_current(|r| crate::inbound::Headers::from_pairs(&r.headers))
             .unwrap_or_default()
     }
 
     fn request_body(&self, size: usize) -> Vec<u8> {
+        self.note("request_body", "");
         self.with_current(|r| {
             r.body
                 .get(..size.min(r.body.len()))
@@ -197,6 +222,7 @@ impl Host for FakeHost {
     }
 
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) {
+        self.note("set_request_header", name);
         self.with_current(|r| {
             r.headers.retain(|(n, _)| n != name);
             if let Some(v) = value {
@@ -206,22 +232,27 @@ impl Host for FakeHost {
     }
 
     fn connection_is_tls(&self) -> bool {
+        self.note("connection_is_tls", "");
         self.with_current(|r| r.tls).unwrap_or(false)
     }
 
     fn is_outbound(&self) -> bool {
+        self.note("is_outbound", "");
         self.with_current(|r| r.outbound).unwrap_or(false)
     }
 
     fn response_status(&self) -> u32 {
+        self.note("response_status", "");
         self.with_current(|r| r.response_status).unwrap_or(0)
     }
 
     fn add_response_header(&self, name: &str, value: &str) {
+        self.note("add_response_header", name);
         self.with_current(|r| r.response_headers.push((name.into(), value.into())));
     }
 
     fn set_response_header(&self, name: &str, value: &str) {
+        self.note("set_response_header", name);
         self.with_current(|r| {
             r.response_headers.retain(|(n, _)| n != name);
             r.response_headers.push((name.into(), value.into()));
@@ -229,11 +260,13 @@ impl Host for FakeHost {
     }
 
     fn send_reply(&self, reply: &Reply) {
+        self.note("send_reply", "");
         let sent = self.with_current(|r| r.replies.push(reply.clone()));
         assert!(sent.is_some(), "a reply sent outside a request context");
     }
 
     fn resume_request(&self) {
+        self.note("resume_request", "");
         let resumed = self.with_current(|r| r.resumed += 1);
         assert!(resumed.is_some(), "resume outside a request context");
     }
@@ -245,6 +278,7 @@ impl Host for FakeHost {
         body: Option<&[u8]>,
         timeout_ms: u64,
     ) -> Option<u32> {
+        self.note("dispatch", cluster);
         if !self.clusters.borrow().iter().any(|c| c == cluster) {
             return None;
         }
@@ -274,15 +308,18 @@ impl Host for FakeHost {
     }
 
     fn call_response_status(&self) -> u32 {
+        self.note("call_response_status", "");
         self.answer.borrow().0
     }
 
     fn call_response_body(&self, size: usize) -> Vec<u8> {
+        self.note("call_response_body", "");
         let a = self.answer.borrow();
         a.1.get(..size.min(a.1.len())).unwrap_or_default().to_vec()
     }
 
     fn get_shared(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.note("get_shared", key);
         match self.world.shared.borrow().get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
@@ -290,6 +327,7 @@ impl Host for FakeHost {
     }
 
     fn set_shared(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        self.note("set_shared", key);
         let mut shared = self.world.shared.borrow_mut();
         let current = shared.get(key).map(|(_, c)| *c);
         if cas.is_some_and(|c| Some(c) != current) {
@@ -302,6 +340,7 @@ impl Host for FakeHost {
     }
 
     fn enter(&self, context_id: u32) -> bool {
+        self.note("enter", "");
         if context_id != ROOT && !self.requests.borrow().contains_key(&context_id) {
             return false;
         }
@@ -310,6 +349,7 @@ impl Host for FakeHost {
     }
 
     fn fill_random(&self, buf: &mut [u8]) -> bool {
+        self.note("fill_random", "");
         for b in buf.iter_mut() {
             self.rng.set(self.rng.get().wrapping_add(37));
             *b = self.rng.get();

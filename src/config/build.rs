@@ -4,6 +4,7 @@ use super::secrets::{client_secrets, session_keys, FromClientSecrets};
 use super::*;
 use crate::rules::Rule;
 
+#[inline(never)]
 pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
     let mode_name = root
         .string("mode")?
@@ -18,103 +19,15 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
             ))
         }
     };
-
-    // Keycloak: the public URL for what the browser follows, the internal one for the pod.
-    let mut derived: Named<String> = Named::default();
-    let mut internal_url: Option<Url> = None;
-    if let Some(kc) = root.object("keycloak")? {
-        internal_url = Some(keycloak(kc, &mut derived)?);
-    }
-
-    // flask-oidc's client_secrets.json `web` object: the seed application's configuration.
-    let mut from_secrets = FromClientSecrets::default();
-    if let Some(cs) = root.object("client_secrets")? {
-        if internal_url.is_some() {
-            return Err(ConfigError::new(
-                "client_secrets",
-                "cannot be combined with keycloak (use one of them)",
-            ));
-        }
-        from_secrets = client_secrets(cs, &mut derived)?;
-        internal_url = from_secrets.internal_url.clone();
-    }
-
-    let (issuer, mut endpoints) = oidc_endpoints(root, &derived)?;
-    let issuer = issuer.ok_or_else(|| {
-        ConfigError::new(
-            "oidc.issuer",
-            "is required (or set keycloak.public_url, keycloak.internal_url and keycloak.realm)",
-        )
-    })?;
-    let mut warnings = Vec::new();
-    if issuer.ends_with('/') {
-        warnings.push(format!(
-            "oidc.issuer {issuer:?} ends with /: tokens must carry exactly this iss (Keycloak's has no trailing /)"
-        ));
-    }
-    if !from_secrets.ignored.is_empty() {
-        warnings.push(format!(
-            "client_secrets: ignoring the fields mesh-oidc does not use: {}",
-            from_secrets.ignored.join(", ")
-        ));
-    }
-    let jwks = endpoints.remove("jwks_uri").ok_or_else(|| {
-        ConfigError::new(
-            "oidc.jwks_uri",
-            "is required (or set keycloak.public_url, keycloak.internal_url and keycloak.realm)",
-        )
-    })?;
-
-    // Istio names the cluster of a Service `outbound|PORT||HOST`.
-    let cluster_source = internal_url.unwrap_or_else(|| jwks.clone());
-    let cluster = match root.nonempty_string("cluster")? {
-        Some(c) => c,
-        None => {
-            let host = cluster_source.host_str();
-            let port = cluster_source.port_or_default();
-            format!("outbound|{port}||{host}")
-        }
-    };
-
-    let client_id = match (root.nonempty_string("client_id")?, from_secrets.client_id) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(ConfigError::new(
-                "client_id",
-                "differs from client_secrets.client_id",
-            ))
-        }
-        (a, b) => a.or(b),
-    };
-    if let Some(id) = &client_id {
-        if id.chars().any(|c| c.is_control()) {
-            return Err(ConfigError::new(
-                "client_id",
-                "must not contain control characters",
-            ));
-        }
-    }
-    let client_secret = root
-        .nonempty_string("client_secret")?
-        .map(Secret::new)
-        .or(from_secrets.client_secret);
-    if client_secret
-        .as_ref()
-        .is_some_and(|s| super::secrets::is_placeholder(s.expose()))
-    {
-        warnings.push(
-            "client_secret looks like a placeholder: the provider will refuse the code exchange (invalid_client) unless it holds the same placeholder".into(),
-        );
-    }
-    let client_auth = match root.string("client_auth_method")?.as_deref() {
-        None | Some("client_secret_basic") => ClientAuth::Basic,
-        Some("client_secret_post") => ClientAuth::Post,
-        Some(_) => {
-            return Err(ConfigError::new(
-                "client_auth_method",
-                "must be \"client_secret_basic\" or \"client_secret_post\"",
-            ))
-        }
-    };
+    let Provider {
+        issuer,
+        mut endpoints,
+        jwks,
+        cluster,
+        mut from_secrets,
+        mut warnings,
+    } = provider(root)?;
+    let client = client(root, &mut from_secrets, &mut warnings)?;
 
     let scopes = scopes(root)?;
 
@@ -175,8 +88,8 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
     let introspection = introspection(
         root,
         introspection_endpoint.as_ref(),
-        (client_id.as_ref(), client_secret.as_ref()),
-        client_auth,
+        (client.id.as_ref(), client.secret.as_ref()),
+        client.auth,
     )?;
     if introspection.is_some() && login {
         return Err(ConfigError::new(
@@ -185,25 +98,13 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
         ));
     }
 
+    let client_id = client.id.clone();
     let mode = if login {
-        if client_id.is_none() {
-            return Err(ConfigError::new("client_id", "is required in login mode"));
-        }
-        let client_secret = client_secret
-            .ok_or_else(|| ConfigError::new("client_secret", "is required in login mode"))?;
-        let session_keys = session_keys
-            .ok_or_else(|| ConfigError::new("session_secret", "is required in login mode"))?;
-        let authorization_endpoint =
-            endpoints.remove("authorization_endpoint").ok_or_else(|| {
-                ConfigError::new("oidc.authorization_endpoint", "is required in login mode")
-            })?;
-        let token_endpoint = endpoints
-            .remove("token_endpoint")
-            .ok_or_else(|| ConfigError::new("oidc.token_endpoint", "is required in login mode"))?;
+        let needed = login_needs(client, session_keys, &mut endpoints)?;
         Mode::Login(Box::new(LoginConfig {
-            client_secret,
-            client_auth,
-            session_keys,
+            client_secret: needed.client_secret,
+            client_auth: needed.client_auth,
+            session_keys: needed.session_keys,
             public_origins,
             scopes,
             callback_path,
@@ -212,8 +113,8 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
             post_logout_redirect,
             on_upstream_401,
             upstream_401_services,
-            authorization_endpoint,
-            token_endpoint: Endpoint::from_url(token_endpoint),
+            authorization_endpoint: needed.authorization_endpoint,
+            token_endpoint: Endpoint::from_url(needed.token_endpoint),
             end_session_endpoint: endpoints.remove("end_session_endpoint"),
             revocation_endpoint: endpoints
                 .remove("revocation_endpoint")
@@ -255,8 +156,187 @@ pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
     })
 }
 
+/// Where the provider is: its issuer, endpoints and key set, and the cluster that reaches it.
+struct Provider {
+    issuer: String,
+    endpoints: Named<Url>,
+    jwks: Url,
+    cluster: String,
+    from_secrets: FromClientSecrets,
+    warnings: Vec<String>,
+}
+
+/// `keycloak`, `client_secrets`, `oidc` and `cluster`. Each stage of `build` is a function of its
+/// own (`inline(never)`): V8 compiles every function with TurboFan when the module loads, and the
+/// memory that takes grows with the largest function (docs/benchmark-notes.md).
+#[inline(never)]
+fn provider(root: &mut Obj) -> Result<Provider, ConfigError> {
+    // Keycloak: the public URL for what the browser follows, the internal one for the pod.
+    let mut derived: Named<String> = Named::default();
+    let mut internal_url: Option<Url> = None;
+    if let Some(kc) = root.object("keycloak")? {
+        internal_url = Some(keycloak(kc, &mut derived)?);
+    }
+
+    // flask-oidc's client_secrets.json `web` object: the seed application's configuration.
+    let mut from_secrets = FromClientSecrets::default();
+    if let Some(cs) = root.object("client_secrets")? {
+        if internal_url.is_some() {
+            return Err(ConfigError::new(
+                "client_secrets",
+                "cannot be combined with keycloak (use one of them)",
+            ));
+        }
+        from_secrets = client_secrets(cs, &mut derived)?;
+        internal_url = from_secrets.internal_url.clone();
+    }
+
+    let (issuer, mut endpoints) = oidc_endpoints(root, &derived)?;
+    let issuer = issuer.ok_or_else(|| {
+        ConfigError::new(
+            "oidc.issuer",
+            "is required (or set keycloak.public_url, keycloak.internal_url and keycloak.realm)",
+        )
+    })?;
+    let mut warnings = Vec::new();
+    if issuer.ends_with('/') {
+        warnings.push(format!(
+            "oidc.issuer {issuer:?} ends with /: tokens must carry exactly this iss (Keycloak's has no trailing /)"
+        ));
+    }
+    if !from_secrets.ignored.is_empty() {
+        warnings.push(format!(
+            "client_secrets: ignoring the fields mesh-oidc does not use: {}",
+            from_secrets.ignored.join(", ")
+        ));
+    }
+    let jwks = endpoints.remove("jwks_uri").ok_or_else(|| {
+        ConfigError::new(
+            "oidc.jwks_uri",
+            "is required (or set keycloak.public_url, keycloak.internal_url and keycloak.realm)",
+        )
+    })?;
+
+    // Istio names the cluster of a Service `outbound|PORT||HOST`.
+    let cluster_source = internal_url.unwrap_or_else(|| jwks.clone());
+    let cluster = match root.nonempty_string("cluster")? {
+        Some(c) => c,
+        None => {
+            let host = cluster_source.host_str();
+            let port = cluster_source.port_or_default();
+            format!("outbound|{port}||{host}")
+        }
+    };
+    Ok(Provider {
+        issuer,
+        endpoints,
+        jwks,
+        cluster,
+        from_secrets,
+        warnings,
+    })
+}
+
+/// Who the filter is to the provider.
+struct Client {
+    id: Option<String>,
+    secret: Option<Secret>,
+    auth: ClientAuth,
+}
+
+/// `client_id`, `client_secret` and `client_auth_method` (or `client_secrets`' own).
+#[inline(never)]
+fn client(
+    root: &mut Obj,
+    from_secrets: &mut FromClientSecrets,
+    warnings: &mut Vec<String>,
+) -> Result<Client, ConfigError> {
+    let id = match (
+        root.nonempty_string("client_id")?,
+        from_secrets.client_id.take(),
+    ) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ConfigError::new(
+                "client_id",
+                "differs from client_secrets.client_id",
+            ))
+        }
+        (a, b) => a.or(b),
+    };
+    if let Some(id) = &id {
+        if id.chars().any(|c| c.is_control()) {
+            return Err(ConfigError::new(
+                "client_id",
+                "must not contain control characters",
+            ));
+        }
+    }
+    let secret = root
+        .nonempty_string("client_secret")?
+        .map(Secret::new)
+        .or(from_secrets.client_secret.take());
+    if secret
+        .as_ref()
+        .is_some_and(|s| super::secrets::is_placeholder(s.expose()))
+    {
+        warnings.push(
+            "client_secret looks like a placeholder: the provider will refuse the code exchange (invalid_client) unless it holds the same placeholder".into(),
+        );
+    }
+    let auth = match root.string("client_auth_method")?.as_deref() {
+        None | Some("client_secret_basic") => ClientAuth::Basic,
+        Some("client_secret_post") => ClientAuth::Post,
+        Some(_) => {
+            return Err(ConfigError::new(
+                "client_auth_method",
+                "must be \"client_secret_basic\" or \"client_secret_post\"",
+            ))
+        }
+    };
+    Ok(Client { id, secret, auth })
+}
+
+/// What login mode cannot do without.
+struct LoginNeeds {
+    client_secret: Secret,
+    client_auth: ClientAuth,
+    session_keys: SessionKeys,
+    authorization_endpoint: Url,
+    token_endpoint: Url,
+}
+
+#[inline(never)]
+fn login_needs(
+    client: Client,
+    session_keys: Option<SessionKeys>,
+    endpoints: &mut Named<Url>,
+) -> Result<LoginNeeds, ConfigError> {
+    if client.id.is_none() {
+        return Err(ConfigError::new("client_id", "is required in login mode"));
+    }
+    let client_secret = client
+        .secret
+        .ok_or_else(|| ConfigError::new("client_secret", "is required in login mode"))?;
+    let session_keys = session_keys
+        .ok_or_else(|| ConfigError::new("session_secret", "is required in login mode"))?;
+    let authorization_endpoint = endpoints.remove("authorization_endpoint").ok_or_else(|| {
+        ConfigError::new("oidc.authorization_endpoint", "is required in login mode")
+    })?;
+    let token_endpoint = endpoints
+        .remove("token_endpoint")
+        .ok_or_else(|| ConfigError::new("oidc.token_endpoint", "is required in login mode"))?;
+    Ok(LoginNeeds {
+        client_secret,
+        client_auth: client.auth,
+        session_keys,
+        authorization_endpoint,
+        token_endpoint,
+    })
+}
+
 /// `introspection.*` (V3): `None` unless enabled; then the endpoint and a client to call it as
 /// (its own `client_id`/`client_secret`, else the top-level ones) are required.
+#[inline(never)]
 fn introspection(
     root: &mut Obj,
     endpoint: Option<&Endpoint>,
@@ -311,6 +391,7 @@ fn introspection(
 }
 
 /// `rules` (B7): a list of `{path, methods, scopes, realm_roles, client_roles, acr}`.
+#[inline(never)]
 fn access_rules(root: &mut Obj) -> Result<Vec<Rule>, ConfigError> {
     let key = "rules";
     let items = match root.take(key) {
@@ -385,6 +466,7 @@ fn is_cluster_local(host: &str) -> bool {
         || host.ends_with(".cluster.local")
 }
 
+#[inline(never)]
 fn keycloak(mut kc: Obj, derived: &mut Named<String>) -> Result<Url, ConfigError> {
     let public = kc
         .url("public_url")?
@@ -460,6 +542,7 @@ fn keycloak(mut kc: Obj, derived: &mut Named<String>) -> Result<Url, ConfigError
 }
 
 /// `oidc.*`: each explicit endpoint, else the derived one; the issuer as given (a URL).
+#[inline(never)]
 fn oidc_endpoints(
     root: &mut Obj,
     derived: &Named<String>,
@@ -507,6 +590,7 @@ fn oidc_endpoints(
 
 /// `skip_paths`: exact paths, or prefixes ending in `*`, each in normal form (requests are
 /// matched in normal form, B4+).
+#[inline(never)]
 fn skip_paths(root: &mut Obj) -> Result<Vec<PathMatch>, ConfigError> {
     let mut skip_paths = Vec::new();
     for entry in root.strings("skip_paths")?.unwrap_or_default() {
@@ -554,6 +638,7 @@ fn skip_paths(root: &mut Obj) -> Result<Vec<PathMatch>, ConfigError> {
 }
 
 /// `claims_to_headers`: (claim, lower-case header name), never a reserved header.
+#[inline(never)]
 fn claims_to_headers(root: &mut Obj) -> Result<Vec<(String, String)>, ConfigError> {
     let mut claims_to_headers = Vec::new();
     if let Some(obj) = root.object("claims_to_headers")? {
@@ -582,6 +667,7 @@ fn claims_to_headers(root: &mut Obj) -> Result<Vec<(String, String)>, ConfigErro
 }
 
 /// `scopes`: printable tokens; `openid` always among them.
+#[inline(never)]
 fn scopes(root: &mut Obj) -> Result<Vec<String>, ConfigError> {
     let mut scopes = root
         .strings("scopes")?
@@ -602,6 +688,7 @@ fn scopes(root: &mut Obj) -> Result<Vec<String>, ConfigError> {
 }
 
 /// `callback_path`, `logout_path` (two different local paths) and `post_logout_redirect`.
+#[inline(never)]
 fn login_paths(
     root: &mut Obj,
     from_client_secrets: Option<String>,
@@ -631,6 +718,7 @@ fn login_paths(
     Ok((callback_path, logout_path, post_logout_redirect))
 }
 
+#[inline(never)]
 fn on_upstream_401(root: &mut Obj) -> Result<Upstream401, ConfigError> {
     Ok(match root.string("on_upstream_401")?.as_deref() {
         None | Some("login") => Upstream401::Login,
@@ -647,6 +735,7 @@ fn on_upstream_401(root: &mut Obj) -> Result<Upstream401, ConfigError> {
 }
 
 /// `upstream_401_services`: the hosts whose 401s to outbound calls count (L7+).
+#[inline(never)]
 fn upstream_401_services(root: &mut Obj) -> Result<Vec<String>, ConfigError> {
     let hosts = root.strings("upstream_401_services")?.unwrap_or_default();
     for host in &hosts {

@@ -32,6 +32,7 @@ fn wants_discovery(root: &Map<String, Value>) -> bool {
 /// Fills the endpoints the configuration does not name: from `document`, or (no document yet)
 /// with the discovery URL itself as a stand-in that nothing uses. Returns whether the
 /// configuration still awaits its document. `oidc.internal_origin` is taken out here.
+#[inline(never)]
 pub(super) fn fill(
     root: &mut Map<String, Value>,
     document: Option<&Value>,

@@ -390,6 +390,7 @@ impl Config {
     /// endpoints the configuration does not name come from `document` — those the pod calls moved
     /// to `oidc.internal_origin` when it is set. Without a document, such a configuration is
     /// checked and comes back [`Config::awaiting_discovery`], its endpoints not usable yet.
+    #[inline(never)]
     pub fn parse_discovered(bytes: &[u8], document: Option<&Value>) -> Result<Config, ConfigError> {
         let value: Value = crate::json::from_slice(bytes).map_err(|e| {
             let text = String::from_utf8_lossy(bytes);
@@ -561,6 +562,7 @@ impl<V> Named<V> {
     }
 }
 
+#[inline(never)]
 fn known_names(prefix: &str) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = KEYS
         .iter()
@@ -602,6 +604,7 @@ fn distance(a: &str, b: &str) -> usize {
 }
 
 /// "unknown key", with the key it was probably meant to be.
+#[inline(never)]
 fn unknown_key(prefix: &str, name: &str) -> ConfigError {
     let key = if prefix.is_empty() {
         name.to_string()
@@ -669,6 +672,7 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-request-id",
 ];
 
+#[inline(never)]
 fn build_cookie(obj: Option<Obj>) -> Result<CookieConfig, ConfigError> {
     let mut cookie = CookieConfig {
         name: "access_token".into(),

@@ -15,6 +15,7 @@ pub(super) struct FromClientSecrets {
 
 /// Reads flask-oidc's `client_secrets.json` (its `web` object, or the whole file) into derived
 /// endpoints. Keycloak's URL layout gives the key set and end-session endpoints too.
+#[inline(never)]
 pub(super) fn client_secrets(
     mut cs: Obj,
     derived: &mut Named<String>,
@@ -160,6 +161,7 @@ fn fold_key(secret: &[u8]) -> [u8; 32] {
 }
 
 /// `session_secret`: one base64 secret, or a list (the first seals, all unseal).
+#[inline(never)]
 pub(super) fn session_keys(root: &mut Obj) -> Result<Option<SessionKeys>, ConfigError> {
     Ok(match root.take("session_secret") {
         None => None,
