@@ -767,8 +767,52 @@ fn finish(
 /// expired entries go first, then everything.
 #[derive(Default)]
 pub struct Cache {
-    entries: std::collections::HashMap<Box<str>, std::rc::Rc<Verified>, FastHash>,
+    /// By the token's [`FastHasher`] hash, each with its whole token, which a hit must equal
+    /// (`web::same_bytes`: wasm's `memcmp` goes byte by byte). Two tokens of one hash share the
+    /// slot: the later one verified takes it.
+    entries: std::collections::HashMap<u64, CacheEntry, HashIsKey>,
     keys_version: u64,
+}
+
+struct CacheEntry {
+    token: Box<str>,
+    verified: std::rc::Rc<Verified>,
+}
+
+/// For keys that are already hashes ([`Cache`]'s): the key is the hash.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HashIsKey;
+
+impl std::hash::BuildHasher for HashIsKey {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = FastHasher(self.0);
+        h.write(bytes);
+        self.0 = h.0;
+    }
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A token's [`FastHasher`] hash.
+fn fast_hash(token: &str) -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = FastHasher(0);
+    h.write(token.as_bytes());
+    h.finish()
 }
 
 /// The number of entries only: the keys are tokens.
@@ -802,13 +846,12 @@ impl std::hash::Hasher for FastHasher {
         const K: u64 = 0x517c_c1b7_2722_0a95;
         self.0 = (self.0.rotate_left(5) ^ bytes.len() as u64).wrapping_mul(K);
         let tail = bytes.get(bytes.len().saturating_sub(64)..).unwrap_or(bytes);
-        let mut chunks = tail.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        // Whole arrays: each word one load in wasm (see `web::find_byte`).
+        let (words, rest) = tail.as_chunks::<8>();
+        for word in words {
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(*word)).wrapping_mul(K);
         }
-        for &b in chunks.remainder() {
+        for &b in rest {
             self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
         }
     }
@@ -854,20 +897,29 @@ impl Cache {
         }
         let live = |v: &Verified| before_expiry(now, v.expires_at, rules.clock_skew_seconds);
         let key = cache_key(token);
-        if let Some(hit) = self.entries.get(key.as_ref()) {
-            if live(hit) {
-                return Ok(hit.clone());
+        let hash = fast_hash(&key);
+        if let Some(hit) = self.entries.get(&hash) {
+            if crate::web::same_bytes(hit.token.as_bytes(), key.as_bytes()) {
+                if live(&hit.verified) {
+                    return Ok(hit.verified.clone());
+                }
+                self.entries.remove(&hash);
             }
-            self.entries.remove(key.as_ref());
         }
         let verified = std::rc::Rc::new(verify_as(token, keys, rules, now, None, Kind::Access)?);
         if self.entries.len() >= CACHE_CAPACITY {
-            self.entries.retain(|_, v| live(v));
+            self.entries.retain(|_, e| live(&e.verified));
             if self.entries.len() >= CACHE_CAPACITY {
                 self.entries.clear();
             }
         }
-        self.entries.insert(key.into(), verified.clone());
+        self.entries.insert(
+            hash,
+            CacheEntry {
+                token: key.into(),
+                verified: verified.clone(),
+            },
+        );
         Ok(verified)
     }
 
@@ -1724,6 +1776,32 @@ mod tests {
         let mut forged = t.clone();
         forged.push('A');
         assert!(cache.verify(&forged, &keys, 1, &rules(), NOW).is_err());
+    }
+
+    #[test]
+    fn a_token_of_a_cached_tokens_hash_is_verified_not_served() {
+        // The hash reads the length and the last 64 bytes: a payload changed in the middle
+        // keeps both, so the forged token lands in the cached token's slot.
+        let mut cache = Cache::default();
+        let keys = keyset();
+        let t = valid_token();
+        assert!(cache.verify(&t, &keys, 1, &rules(), NOW).is_ok());
+        let mid = t.find('.').unwrap() + 10;
+        let mut forged = t.clone().into_bytes();
+        forged[mid] = if forged[mid] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert_eq!(fast_hash(&forged), fast_hash(&t), "same slot");
+        assert_eq!(
+            cache.verify(&forged, &keys, 1, &rules(), NOW).map(|_| ()),
+            Err(TokenError::BadSignature)
+        );
+        // The cached token still answers from its slot (an empty key set verifies nothing).
+        let empty = KeySet::default();
+        assert!(cache.verify(&t, &empty, 1, &rules(), NOW).is_ok());
+        assert_eq!(
+            cache.verify(&forged, &empty, 1, &rules(), NOW).map(|_| ()),
+            Err(TokenError::UnknownKey)
+        );
     }
 
     #[test]

@@ -190,29 +190,39 @@ impl<'a> Iterator for Pieces<'a> {
 /// The first position of `needle`, eight bytes at a time: the `Cookie` header of a logged-in
 /// browser is 2–4 KB (token and sealed session) and is read on every request, and wasm has no
 /// vectorised `memchr`; a byte-at-a-time scan was the largest part of login mode's warm path.
+/// The words are whole arrays (`as_chunks`), each one load in wasm: at `opt-level = "z"`,
+/// `chunks_exact` and `copy_from_slice` stayed calls per word, and cost more than the scan.
 pub fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let pattern = ONES.wrapping_mul(u64::from(needle));
-    let mut chunks = haystack.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
+    let (words, rest) = haystack.as_chunks::<8>();
+    for (n, word) in words.iter().enumerate() {
         // A byte equal to the needle is zero in `x`; the lowest flagged byte is always a true
         // zero (a borrow only ever flags bytes above one), and little-endian puts it first.
-        let x = u64::from_le_bytes(word) ^ pattern;
+        let x = u64::from_le_bytes(*word) ^ pattern;
         let zero = x.wrapping_sub(ONES) & !x & HIGHS;
         if zero != 0 {
-            return Some(offset + (zero.trailing_zeros() / 8) as usize);
+            return Some(n * 8 + (zero.trailing_zeros() / 8) as usize);
         }
-        offset += 8;
     }
-    chunks
-        .remainder()
-        .iter()
-        .position(|b| *b == needle)
-        .map(|i| offset + i)
+    let offset = words.len() * 8;
+    rest.iter().position(|b| *b == needle).map(|i| offset + i)
+}
+
+/// `a == b`, eight bytes at a time: wasm's `memcmp` (compiler-builtins) compares byte by byte,
+/// and the token cache compares a whole 1–2 KB token on every request.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, a_rest) = a.as_chunks::<8>();
+    let (b_words, b_rest) = b.as_chunks::<8>();
+    let mut differ = 0u64;
+    for (x, y) in a_words.iter().zip(b_words) {
+        differ |= u64::from_le_bytes(*x) ^ u64::from_le_bytes(*y);
+    }
+    differ == 0 && a_rest == b_rest
 }
 
 /// The scheme a request came in with. With `trust` (a proxy in front sets it), the first
@@ -239,7 +249,7 @@ pub fn request_scheme(
 /// A request id fit for a log line: Envoy's `x-request-id` when it is short and printable.
 pub fn request_id(header: Option<&str>) -> String {
     header
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or("-")
         .to_string()
 }
@@ -309,6 +319,21 @@ mod tests {
                         "{hay:?} {needle}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn same_bytes_agrees_with_eq() {
+        let base: Vec<u8> = (0..40u8).collect();
+        for len in 0..base.len() {
+            let a = &base[..len];
+            assert!(same_bytes(a, a));
+            assert!(!same_bytes(a, &base[..len + 1]), "lengths differ");
+            for at in 0..len {
+                let mut b = a.to_vec();
+                b[at] ^= 0x80;
+                assert!(!same_bytes(a, &b), "{len} {at}");
             }
         }
     }
