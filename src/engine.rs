@@ -176,7 +176,6 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
                 path.into_owned(),
                 cookie.map(std::borrow::Cow::into_owned).unwrap_or_default(),
                 config.trust_forwarded_proto,
-                || h.connection_is_tls(),
             ))),
             request_id,
             ..State::default()
@@ -302,7 +301,7 @@ pub fn response_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
         return Outcome::Continue;
     }
     let snap = Snapshot::take(vm, now_ms);
-    let ended = flow::SharedEndings::new(h, now_ms);
+    let ended = flow::HostLookups::new(h, now_ms);
     let Some(env) = snap.env(now_ms, &ended) else {
         return Outcome::Continue;
     };

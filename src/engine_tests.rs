@@ -1350,6 +1350,8 @@ fn the_warm_path_makes_only_the_floors_host_calls() {
         "cookie",
         format!("theme=dark; access_token={t}; access_token_session={sealed}"),
     ));
+    // Envoy's own: untrusted, it leaves the scheme to the connection, which nothing here needs.
+    session_req.push(("x-forwarded-proto", "http".into()));
     let calls = |p: &Proxy, h: &[(&'static str, String)]| {
         // The first request fills the cache; the second is the warm path.
         send(p, 5, h);
@@ -1376,4 +1378,43 @@ fn the_warm_path_makes_only_the_floors_host_calls() {
             "response_status",
         ]
     );
+}
+
+/// An untrusted `x-forwarded-proto` leaves the scheme to the connection (Envoy copies a client's
+/// header into `:scheme`): a redirect is built with the connection's, asked then and only once.
+#[test]
+fn a_redirect_takes_the_connections_scheme_when_x_forwarded_proto_is_not_trusted() {
+    let w = world();
+    let p = ready(&w, &login_config(), 100);
+    let mut h = page("/productpage", "");
+    h.push(("x-forwarded-proto", "https".into()));
+    for (ctx, tls, scheme) in [(2, false, "http"), (3, true, "https")] {
+        p.host.tls.set(tls);
+        p.host.tracing.set(true);
+        assert_eq!(send(&p, ctx, &h), Outcome::Pause);
+        p.host.tracing.set(false);
+        let asked = p.host.trace.take();
+        assert_eq!(
+            asked.iter().filter(|c| *c == "connection_is_tls").count(),
+            1,
+            "{asked:?}"
+        );
+        let reply = p.req(ctx).reply().cloned().unwrap();
+        assert_eq!(reply.status, 302);
+        let location = reply.header("location").unwrap();
+        assert!(
+            location.contains(&format!(
+                "redirect_uri={scheme}%3A%2F%2Fbookinfo.example.com%2Fcallback"
+            )),
+            "{location}"
+        );
+        let secure = reply
+            .headers
+            .iter()
+            .any(|(n, v)| n == "set-cookie" && v.contains("Secure"));
+        assert_eq!(
+            secure, tls,
+            "the transaction cookie is Secure over TLS only"
+        );
+    }
 }

@@ -120,6 +120,8 @@ pub struct FakeHost {
     pub trace: RefCell<Vec<String>>,
     /// Whether host calls are recorded in `trace`.
     pub tracing: Cell<bool>,
+    /// Whether the requests that arrive from now on come over TLS.
+    pub tls: Cell<bool>,
 }
 
 impl FakeHost {
@@ -141,6 +143,7 @@ impl FakeHost {
             vm: RefCell::new(None),
             trace: RefCell::default(),
             tracing: Cell::new(false),
+            tls: Cell::new(false),
         }
     }
 
@@ -409,6 +412,7 @@ impl Proxy {
                 .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
                 .collect(),
             outbound,
+            tls: self.host.tls.get(),
             ..FakeRequest::default()
         };
         self.host.requests.borrow_mut().insert(ctx, req);

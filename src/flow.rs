@@ -167,7 +167,7 @@ impl Snapshot {
     /// The login-mode environment; `None` in validate mode.
     /// The login-mode environment; `None` in validate mode. `endings`: the sessions ended by
     /// back-channel logouts, asked only when `backchannel_logout_path` is set.
-    pub fn env<'a>(&'a self, now_ms: u64, endings: &'a SharedEndings<'a>) -> Option<Env<'a>> {
+    pub fn env<'a>(&'a self, now_ms: u64, lookups: &'a HostLookups<'a>) -> Option<Env<'a>> {
         let (sealer, names) = self.login.as_ref()?;
         let login = self.config.login()?;
         Some(Env {
@@ -180,17 +180,27 @@ impl Snapshot {
             endings: login
                 .backchannel_logout_path
                 .is_some()
-                .then_some(endings as &dyn Endings),
+                .then_some(lookups as &dyn Endings),
+            connection: lookups,
             now: now_ms / 1000,
         })
     }
 }
 
-/// Sessions ended by back-channel logouts (L8), kept in shared data: each `sid`, and each `sub`
-/// with the time it was ended, for as long as the longest session could last.
-pub struct SharedEndings<'a> {
+/// What the login decisions look up through the host, each only when a decision needs it:
+/// sessions ended by back-channel logouts (L8), kept in shared data (each `sid`, and each `sub`
+/// with the time it was ended, for as long as the longest session could last), and whether the
+/// request's connection is TLS (asked once at most).
+pub struct HostLookups<'a> {
     h: &'a dyn Host,
     now: u64,
+    tls: std::cell::OnceCell<bool>,
+}
+
+impl login::Connection for HostLookups<'_> {
+    fn is_tls(&self) -> bool {
+        *self.tls.get_or_init(|| self.h.connection_is_tls())
+    }
 }
 
 /// How long an ended `sid` or `sub` is remembered: the longest session (the session cookie's
@@ -199,11 +209,12 @@ pub const ENDINGS_TTL: u64 = 12 * 3600;
 const ENDED_SIDS: &str = "mesh-oidc/ended-sid";
 const ENDED_SUBS: &str = "mesh-oidc/ended-sub";
 
-impl<'a> SharedEndings<'a> {
-    pub fn new(h: &'a dyn Host, now_ms: u64) -> SharedEndings<'a> {
-        SharedEndings {
+impl<'a> HostLookups<'a> {
+    pub fn new(h: &'a dyn Host, now_ms: u64) -> HostLookups<'a> {
+        HostLookups {
             h,
             now: now_ms / 1000,
+            tls: std::cell::OnceCell::new(),
         }
     }
 
@@ -234,7 +245,7 @@ impl<'a> SharedEndings<'a> {
     }
 }
 
-impl Endings for SharedEndings<'_> {
+impl Endings for HostLookups<'_> {
     fn ended(&self, sid: Option<&str>, sub: Option<&str>, issued_at: u64) -> bool {
         if sid.is_some_and(|s| self.until_of(ENDED_SIDS, s).is_some()) {
             return true;
@@ -338,7 +349,7 @@ pub fn run(
 ) -> Outcome {
     let now_ms = h.now_ms();
     let snap = Snapshot::take(vm, now_ms);
-    let ended = SharedEndings::new(h, now_ms);
+    let ended = HostLookups::new(h, now_ms);
     let refetch = snap.refetch(refetch_ok);
     // Cloned out first: the borrow must end before carrying the decision out writes to `state`.
     let login_req = state.borrow().login.clone();
@@ -490,7 +501,7 @@ fn carry_out(
         Action::WaitForKeys => wait(h, vm, state, context_id, WaitFor::Keys { refetch: false }),
         Action::RefetchKeys => wait(h, vm, state, context_id, WaitFor::Keys { refetch: true }),
         Action::EndSessions { ending } => {
-            let endings = SharedEndings::new(h, h.now_ms());
+            let endings = HostLookups::new(h, h.now_ms());
             let reply = if endings.record(&ending) {
                 h.log(
                     Level::Info,
@@ -715,7 +726,7 @@ fn call_answered(
     // The key set may have arrived from another VM since the last tick.
     vm::sync(h, vm);
     let snap = Snapshot::take(vm, now_ms);
-    let ended = SharedEndings::new(h, now_ms);
+    let ended = HostLookups::new(h, now_ms);
     let req = call.state.borrow().login.clone();
     let outcome = match (req, snap.env(now_ms, &ended), call.purpose) {
         (_, _, Purpose::Revoke { then }) => reply_with(h, vm, &call.state, &then),
@@ -959,7 +970,7 @@ pub fn settle(h: &dyn Host, vm: &VmRef, now_ms: u64, current: u32) {
 /// A waiter whose wait is over, in its own context: decided again, or answered as expired.
 fn resume_waiter(h: &dyn Host, vm: &VmRef, w: Waiter, ready: bool, now_ms: u64) {
     let req = w.state.borrow().login.clone();
-    let ended = SharedEndings::new(h, now_ms);
+    let ended = HostLookups::new(h, now_ms);
     match w.what {
         WaitFor::Exchange { exchange, .. } if ready => {
             let snap = Snapshot::take(vm, now_ms);

@@ -148,14 +148,12 @@ impl Headers {
         Some(std::borrow::Cow::Owned(all))
     }
 
-    /// The login-mode request. `connection_is_tls` is asked only when an untrusted
-    /// `x-forwarded-proto` is present (see [`web::request_scheme`]).
+    /// The login-mode request.
     pub fn login_request(
         &self,
         path: String,
         cookies: Vec<u8>,
         trust_forwarded_proto: bool,
-        connection_is_tls: impl FnOnce() -> bool,
     ) -> crate::login::Request {
         let owned = |name: &str| self.text(name).map(str::to_string);
         crate::login::Request {
@@ -165,7 +163,6 @@ impl Headers {
                 self.text(":scheme"),
                 self.text("x-forwarded-proto"),
                 trust_forwarded_proto,
-                connection_is_tls,
             ),
             host: owned(":authority").unwrap_or_default(),
             accept: owned("accept"),

@@ -225,24 +225,44 @@ pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     differ == 0 && a_rest == b_rest
 }
 
+/// The scheme a login-mode request came in with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
+    /// Neither: no redirect can be built for the request.
+    Other,
+    /// The connection's: an untrusted `x-forwarded-proto` is present, and Envoy copies a client's
+    /// into `:scheme`. Asked of the host (`connection_is_tls`) only when a redirect or a cookie
+    /// needs it.
+    OfConnection,
+}
+
+impl Scheme {
+    fn named(name: &str) -> Scheme {
+        if name.eq_ignore_ascii_case("http") {
+            Scheme::Http
+        } else if name.eq_ignore_ascii_case("https") {
+            Scheme::Https
+        } else {
+            Scheme::Other
+        }
+    }
+}
+
 /// The scheme a request came in with. With `trust` (a proxy in front sets it), the first
-/// `x-forwarded-proto` value; otherwise `:scheme` — except that Envoy copies a client's
-/// `x-forwarded-proto` into `:scheme`, so when that header is present and not trusted, the
-/// connection itself decides (`connection_is_tls`, asked only then: it is a host call).
-pub fn request_scheme(
-    scheme: Option<&str>,
-    forwarded_proto: Option<&str>,
-    trust: bool,
-    connection_is_tls: impl FnOnce() -> bool,
-) -> String {
+/// `x-forwarded-proto` value; otherwise `:scheme` — unless an `x-forwarded-proto` is present:
+/// then the connection decides.
+pub fn request_scheme(scheme: Option<&str>, forwarded_proto: Option<&str>, trust: bool) -> Scheme {
     let forwarded = forwarded_proto
         .and_then(|v| v.split(',').next())
         .map(str::trim)
         .filter(|s| !s.is_empty());
     match (forwarded, trust) {
-        (Some(f), true) => f.to_ascii_lowercase(),
-        (Some(_), false) => if connection_is_tls() { "https" } else { "http" }.to_string(),
-        (None, _) => scheme.unwrap_or("http").to_ascii_lowercase(),
+        (Some(f), true) => Scheme::named(f),
+        (Some(_), false) => Scheme::OfConnection,
+        (None, _) => Scheme::named(scheme.unwrap_or("http")),
     }
 }
 
@@ -379,26 +399,26 @@ mod tests {
 
     #[test]
     fn the_forwarded_proto_counts_only_when_trusted() {
-        let plain = || false;
         assert_eq!(
-            request_scheme(Some("http"), Some("https"), false, plain),
-            "http"
+            request_scheme(Some("http"), Some("https"), false),
+            Scheme::OfConnection
         );
         // Envoy has already copied the client's header into :scheme.
         assert_eq!(
-            request_scheme(Some("https"), Some("https"), false, plain),
-            "http"
+            request_scheme(Some("https"), Some("https"), false),
+            Scheme::OfConnection
         );
         assert_eq!(
-            request_scheme(Some("https"), Some("https"), false, || true),
-            "https"
+            request_scheme(Some("http"), Some("https, http"), true),
+            Scheme::Https
         );
+        assert_eq!(request_scheme(Some("HTTPS"), None, true), Scheme::Https);
+        assert_eq!(request_scheme(None, Some(" "), true), Scheme::Http);
+        assert_eq!(request_scheme(Some("ftp"), None, false), Scheme::Other);
         assert_eq!(
-            request_scheme(Some("http"), Some("https, http"), true, plain),
-            "https"
+            request_scheme(Some("http"), Some("gopher"), true),
+            Scheme::Other
         );
-        assert_eq!(request_scheme(Some("https"), None, true, plain), "https");
-        assert_eq!(request_scheme(None, Some(" "), true, plain), "http");
         assert_eq!(request_id(Some("abc-1")), "abc-1");
         assert_eq!(request_id(Some("a b")), "-");
         assert_eq!(request_id(None), "-");

@@ -52,7 +52,7 @@ pub struct Request {
     /// Path with its query.
     pub path: String,
     /// `:scheme`, or `x-forwarded-proto` when the configuration trusts it.
-    pub scheme: String,
+    pub scheme: web::Scheme,
     pub host: String,
     pub accept: Option<String>,
     pub sec_fetch_mode: Option<String>,
@@ -107,21 +107,21 @@ impl Request {
         }
     }
 
-    /// `scheme://host`, when the host is a plausible host name (it ends up in `redirect_uri`).
-    pub fn origin(&self) -> Option<String> {
+    /// The host, when it is a plausible host name (it ends up in `redirect_uri`).
+    fn plausible_host(&self) -> Option<&str> {
         let host_ok = !self.host.is_empty()
             && self.host.len() <= 255
             && self.host.chars().all(|c| {
                 c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_')
             });
-        let scheme = self.scheme.to_ascii_lowercase();
-        (host_ok && (scheme == "http" || scheme == "https"))
-            .then(|| format!("{scheme}://{}", self.host.to_ascii_lowercase()))
+        host_ok.then_some(self.host.as_str())
     }
+}
 
-    pub fn is_https(&self) -> bool {
-        self.scheme.eq_ignore_ascii_case("https")
-    }
+/// What the decisions may ask about the request's connection: only a redirect or a cookie needs
+/// it, so the warm path never does (it is a host call).
+pub trait Connection {
+    fn is_tls(&self) -> bool;
 }
 
 fn accepts_html(accept: &str) -> bool {
@@ -206,6 +206,8 @@ pub struct Env<'a> {
     pub cache: token::CacheRef<'a>,
     /// Sessions ended by back-channel logouts (L8), when `backchannel_logout_path` is set.
     pub endings: Option<&'a dyn Endings>,
+    /// Asked when the request's scheme is the connection's ([`web::Scheme::OfConnection`]).
+    pub connection: &'a dyn Connection,
     pub now: u64,
 }
 
@@ -215,7 +217,15 @@ impl Env<'_> {
     /// request's scheme and `Host`. `None`: no redirect may be built for this request.
     fn origin(&self, req: &Request) -> Option<(String, bool)> {
         if self.login.public_origins.is_empty() {
-            return req.origin().map(|o| (o, req.is_https()));
+            let host = req.plausible_host()?;
+            let https = match req.scheme {
+                web::Scheme::Http => false,
+                web::Scheme::Https => true,
+                web::Scheme::OfConnection => self.connection.is_tls(),
+                web::Scheme::Other => return None,
+            };
+            let scheme = if https { "https" } else { "http" };
+            return Some((format!("{scheme}://{}", host.to_ascii_lowercase()), https));
         }
         self.login
             .public_origins
@@ -230,10 +240,19 @@ impl Env<'_> {
             crate::config::SecureCookie::Never => false,
             crate::config::SecureCookie::Auto => match self.origin(req) {
                 Some((_, https)) => https,
-                None => req.is_https(),
+                None => self.is_https(req),
             },
         };
         Attributes::new(&self.config.cookie, secure)
+    }
+
+    /// Whether the request came over https (the connection asked only when it decides).
+    fn is_https(&self, req: &Request) -> bool {
+        match req.scheme {
+            web::Scheme::Https => true,
+            web::Scheme::OfConnection => self.connection.is_tls(),
+            web::Scheme::Http | web::Scheme::Other => false,
+        }
     }
 
     /// ID tokens: the issuer, and the client as their audience.

@@ -332,7 +332,7 @@ mod tests {
     fn a_page_without_session_goes_to_the_public_authorize_endpoint() {
         let f = fixture();
         let mut req = page("/productpage?u=normal", "");
-        req.scheme = "https".into();
+        req.scheme = crate::web::Scheme::Https;
         let reply = reply_of(decide(&f.env(), &req, &mut Counter(0), true));
         assert_eq!(reply.status, 302);
         let location = reply.header("location").unwrap();
@@ -368,7 +368,7 @@ mod tests {
     fn forwarded_proto_wins_over_scheme() {
         let f = fixture();
         let mut req = page("/", "");
-        req.scheme = "https".into(); // as the http handler derives it from x-forwarded-proto
+        req.scheme = crate::web::Scheme::Https; // as the http handler derives it from x-forwarded-proto
         let reply = reply_of(decide(&f.env(), &req, &mut Counter(0), true));
         assert_eq!(
             query(reply.header("location").unwrap())["redirect_uri"],

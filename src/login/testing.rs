@@ -64,8 +64,18 @@ impl Fixture {
             keys: Some(&self.keys),
             cache: None,
             endings: None,
+            connection: &Plaintext,
             now,
         }
+    }
+}
+
+/// A connection without TLS.
+pub struct Plaintext;
+
+impl crate::login::Connection for Plaintext {
+    fn is_tls(&self) -> bool {
+        false
     }
 }
 
@@ -77,7 +87,7 @@ pub fn page(path: &str, cookies: &str) -> Request {
     Request {
         method: "GET".into(),
         path: path.into(),
-        scheme: "http".into(),
+        scheme: crate::web::Scheme::Http,
         host: "bookinfo.example.com".into(),
         accept: Some("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8".into()),
         cookies: cookies.as_bytes().to_vec(),
