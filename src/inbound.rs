@@ -25,19 +25,15 @@ pub struct Inbound {
 #[derive(Default)]
 pub struct Headers {
     buf: Vec<u8>,
-    /// How many headers the map says it holds (their lengths come first).
-    declared: usize,
-    /// How many of them, from the first, are whole in `buf`.
-    count: usize,
+    /// Where each whole header's name and value are in `buf`, in order: the map is walked once,
+    /// and each lookup compares names' lengths before their bytes.
+    spans: Vec<Span>,
 }
 
-/// Walks a serialised header map of `declared` headers (their lengths from offset 4, their
-/// bytes after the lengths), the first `count` of them.
-struct Walk<'a> {
-    buf: &'a [u8],
-    next: usize,
-    count: usize,
-    at: Option<usize>,
+#[derive(Clone, Copy)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
 }
 
 fn word(buf: &[u8], at: usize) -> Option<usize> {
@@ -45,48 +41,39 @@ fn word(buf: &[u8], at: usize) -> Option<usize> {
     usize::try_from(u32::from_le_bytes(b)).ok()
 }
 
-impl<'a> Walk<'a> {
-    fn new(buf: &'a [u8], declared: usize, count: usize) -> Walk<'a> {
-        Walk {
-            buf,
-            next: 0,
-            count: count.min(declared),
-            at: declared.checked_mul(8).and_then(|n| n.checked_add(4)),
-        }
+/// The whole headers of a serialised map, up to the first that is not (its lengths from offset
+/// 4, its bytes after the lengths, each followed by a NUL).
+fn spans(buf: &[u8]) -> Vec<Span> {
+    let declared = word(buf, 0).unwrap_or(0);
+    let Some(mut at) = declared.checked_mul(8).and_then(|n| n.checked_add(4)) else {
+        return Vec::new();
+    };
+    // Never more than the buffer could hold (a lying count must not reserve gigabytes).
+    let mut out = Vec::with_capacity(declared.min(buf.len() / 10));
+    for i in 0..declared {
+        let span = (|| {
+            let lengths = i.checked_mul(8)?.checked_add(4)?;
+            let name_end = at.checked_add(word(buf, lengths)?)?;
+            let value_start = name_end.checked_add(1)?;
+            let value_end = value_start.checked_add(word(buf, lengths.checked_add(4)?)?)?;
+            // The NUL after the value must be there too.
+            buf.get(value_end)?;
+            Some(Span {
+                name: (at, name_end),
+                value: (value_start, value_end),
+            })
+        })();
+        let Some(span) = span else { break };
+        at = span.value.1 + 1;
+        out.push(span);
     }
-}
-
-impl<'a> Iterator for Walk<'a> {
-    type Item = (&'a [u8], &'a [u8]);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.next >= self.count {
-            return None;
-        }
-        let lengths = self.next.checked_mul(8)?.checked_add(4)?;
-        let name_start = self.at?;
-        let name_end = name_start.checked_add(word(self.buf, lengths)?)?;
-        let value_start = name_end.checked_add(1)?;
-        let value_end = value_start.checked_add(word(self.buf, lengths.checked_add(4)?)?)?;
-        let name = self.buf.get(name_start..name_end)?;
-        let value = self.buf.get(value_start..value_end)?;
-        // The NUL after the value must be there too.
-        self.buf.get(value_end)?;
-        self.at = value_end.checked_add(1);
-        self.next += 1;
-        Some((name, value))
-    }
+    out
 }
 
 impl Headers {
     pub fn parse(buf: Vec<u8>) -> Headers {
-        let declared = word(&buf, 0).unwrap_or(0);
-        let count = Walk::new(&buf, declared, declared).count();
-        Headers {
-            buf,
-            declared,
-            count,
-        }
+        let spans = spans(&buf);
+        Headers { buf, spans }
     }
 
     /// The same map from name and value pairs (the fake host's, and tests').
@@ -108,13 +95,34 @@ impl Headers {
 
     /// Every header in order, repeated names as many times as sent.
     pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        Walk::new(&self.buf, self.declared, self.count)
+        self.spans.iter().filter_map(|s| {
+            Some((
+                self.buf.get(s.name.0..s.name.1)?,
+                self.buf.get(s.value.0..s.value.1)?,
+            ))
+        })
+    }
+
+    /// The values of the headers called `name`, in order.
+    fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let name = name.as_bytes();
+        self.spans
+            .iter()
+            .filter(move |s| s.name.1 - s.name.0 == name.len())
+            .filter_map(move |s| {
+                (self.buf.get(s.name.0..s.name.1)? == name)
+                    .then(|| self.buf.get(s.value.0..s.value.1))
+                    .flatten()
+            })
     }
 
     pub fn bytes(&self, name: &str) -> Option<&[u8]> {
-        self.pairs()
-            .find(|(n, _)| *n == name.as_bytes())
-            .map(|(_, v)| v)
+        let name = name.as_bytes();
+        self.spans
+            .iter()
+            .filter(|s| s.name.1 - s.name.0 == name.len())
+            .find(|s| self.buf.get(s.name.0..s.name.1) == Some(name))
+            .and_then(|s| self.buf.get(s.value.0..s.value.1))
     }
 
     pub fn text(&self, name: &str) -> Option<&str> {
@@ -122,9 +130,7 @@ impl Headers {
     }
 
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.pairs()
-            .filter(move |(n, _)| *n == name.as_bytes())
-            .map(|(_, v)| v)
+        self.named(name)
     }
 
     /// Every name (a name that is not UTF-8, which Envoy never passes, is left out).

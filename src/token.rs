@@ -433,12 +433,22 @@ fn es256_low_s(token: &str) -> Result<std::borrow::Cow<'_, str>, TokenError> {
 /// by the signature's length (no RSA signature of 2048 bits or more is 64 bytes), so that the
 /// warm path reads no header.
 fn cache_key(token: &str) -> std::borrow::Cow<'_, str> {
-    match token.rsplit_once('.') {
-        Some((_, signature)) if signature.len() == ES256_SIGNATURE_B64_LEN => {
-            es256_low_s(token).unwrap_or(std::borrow::Cow::Borrowed(token))
-        }
-        _ => std::borrow::Cow::Borrowed(token),
+    if es256_shaped(token.as_bytes()) {
+        es256_low_s(token).unwrap_or(std::borrow::Cow::Borrowed(token))
+    } else {
+        std::borrow::Cow::Borrowed(token)
     }
+}
+
+/// Whether the token's last part (after its last `.`) is as long as an ES256 signature: the
+/// `.` is where that length puts it, and none comes after (no search through the signature).
+fn es256_shaped(token: &[u8]) -> bool {
+    token
+        .len()
+        .checked_sub(ES256_SIGNATURE_B64_LEN + 1)
+        .and_then(|dot| token.get(dot..))
+        .and_then(|tail| tail.split_first())
+        .is_some_and(|(first, signature)| *first == b'.' && !signature.contains(&b'.'))
 }
 
 /// The signature of a compact JWS over its signing input, with one key. Nothing of the payload
@@ -808,10 +818,10 @@ impl std::hash::Hasher for KeyHasher {
 }
 
 /// A token's [`FastHasher`] hash.
-fn fast_hash(token: &str) -> u64 {
+fn fast_hash(token: &[u8]) -> u64 {
     use std::hash::Hasher as _;
     let mut h = FastHasher(0);
-    h.write(token.as_bytes());
+    h.write(token);
     h.finish()
 }
 
@@ -881,6 +891,27 @@ pub fn verify_access(
     }
 }
 
+/// An access token verified before under the same key set and not expired, found by its bytes
+/// (no UTF-8 check: an entry's token is a `str`, so bytes equal to it are one). `None`: it is to
+/// be verified ([`verify_access`]).
+pub fn cached_access(
+    token: &[u8],
+    cache: CacheRef,
+    rules: &TokenRules,
+    now: u64,
+) -> Option<std::rc::Rc<Verified>> {
+    let (cache, version) = cache?;
+    let cache = cache.borrow();
+    // An ES256 token is cached under its low-S form: verify_access finds it.
+    if version != cache.keys_version || es256_shaped(token) {
+        return None;
+    }
+    let entry = cache.entries.get(&fast_hash(token))?;
+    (crate::web::same_bytes(entry.token.as_bytes(), token)
+        && before_expiry(now, entry.verified.expires_at, rules.clock_skew_seconds))
+    .then(|| entry.verified.clone())
+}
+
 impl Cache {
     /// Verifies `token` as an access token, or finds it verified before under the same key set.
     pub fn verify(
@@ -897,7 +928,7 @@ impl Cache {
         }
         let live = |v: &Verified| before_expiry(now, v.expires_at, rules.clock_skew_seconds);
         let key = cache_key(token);
-        let hash = fast_hash(&key);
+        let hash = fast_hash(key.as_bytes());
         if let Some(hit) = self.entries.get(&hash) {
             if crate::web::same_bytes(hit.token.as_bytes(), key.as_bytes()) {
                 if live(&hit.verified) {
@@ -1779,6 +1810,47 @@ mod tests {
     }
 
     #[test]
+    fn es256_shape_is_the_last_parts_length() {
+        let sig = "s".repeat(ES256_SIGNATURE_B64_LEN);
+        for token in [
+            format!("h.p.{sig}"),
+            format!("h.p.{sig}x"),
+            format!("h.p.{}", &sig[1..]),
+            format!(".{sig}"),
+            sig.clone(),
+            format!("h.p.{}.{}", &sig[..40], &sig[41..]),
+            format!("h.p{}", &sig[..]),
+            String::new(),
+        ] {
+            let by_split = token
+                .rsplit_once('.')
+                .is_some_and(|(_, s)| s.len() == ES256_SIGNATURE_B64_LEN);
+            assert_eq!(es256_shaped(token.as_bytes()), by_split, "{token}");
+        }
+    }
+
+    #[test]
+    fn a_cached_token_is_found_by_its_bytes_until_it_expires() {
+        let cache = std::cell::RefCell::new(Cache::default());
+        let keys = keyset();
+        let t = valid_token();
+        let at = |version, now| cached_access(t.as_bytes(), Some((&cache, version)), &rules(), now);
+        assert!(at(1, NOW).is_none(), "not verified yet");
+        assert!(cache
+            .borrow_mut()
+            .verify(&t, &keys, 1, &rules(), NOW)
+            .is_ok());
+        assert!(at(1, NOW + 100).is_some());
+        assert!(at(2, NOW).is_none(), "another key set");
+        assert!(at(1, NOW + 290 + 31).is_none(), "past exp and the skew");
+        let mut other = t.clone().into_bytes();
+        let last = other.len() - 1;
+        other[last] ^= 1;
+        assert!(cached_access(&other, Some((&cache, 1)), &rules(), NOW).is_none());
+        assert!(cached_access(t.as_bytes(), None, &rules(), NOW).is_none());
+    }
+
+    #[test]
     fn a_token_of_a_cached_tokens_hash_is_verified_not_served() {
         // The hash reads the length and the last 64 bytes: a payload changed in the middle
         // keeps both, so the forged token lands in the cached token's slot.
@@ -1790,7 +1862,11 @@ mod tests {
         let mut forged = t.clone().into_bytes();
         forged[mid] = if forged[mid] == b'A' { b'B' } else { b'A' };
         let forged = String::from_utf8(forged).unwrap();
-        assert_eq!(fast_hash(&forged), fast_hash(&t), "same slot");
+        assert_eq!(
+            fast_hash(forged.as_bytes()),
+            fast_hash(t.as_bytes()),
+            "same slot"
+        );
         assert_eq!(
             cache.verify(&forged, &keys, 1, &rules(), NOW).map(|_| ()),
             Err(TokenError::BadSignature)

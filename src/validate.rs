@@ -96,6 +96,18 @@ pub fn decide<'r>(
         }
         Presented::Conflict => return Decision::Reply(crate::inbound::conflict_reply()),
     };
+    // The warm path: a token verified before, found by its bytes.
+    if keys.is_some() {
+        if let Some(verified) = token::cached_access(raw, cache, &config.rules, now_secs) {
+            return if config.introspection.is_some() {
+                Decision::Introspect {
+                    local: Some(verified),
+                }
+            } else {
+                admit(config, route, &verified.claims)
+            };
+        }
+    }
     let Ok(token) = std::str::from_utf8(raw) else {
         return reject(TokenError::Malformed);
     };
