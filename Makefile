@@ -25,7 +25,7 @@ NODE_MODULES := tests/node_modules/.package-lock.json
 DEB_PACKAGES := chromium chromium-driver binaryen glewlwyd
 DEB_COMMANDS := chromium chromedriver wasm-opt glewlwyd
 
-.PHONY: setup system-packages build unit lint e2e test demo bench fuzz soak image clean
+.PHONY: setup system-packages build unit lint e2e test demo bench vm-profile fuzz soak image clean
 
 setup: system-packages .stamp-wasm-target $(ENVOY_STAMP) $(NODE_MODULES)
 
@@ -108,6 +108,14 @@ demo: setup build
 
 bench: setup build
 	./bench/run.sh
+
+# The warm path inside the VM alone (bench/vm-profile.mjs): the module's callbacks driven by a
+# proxy-wasm host in Node's V8 with Envoy's settings, beside bench/noop's floors; no Envoy, no
+# network. VM_PROFILE_N requests per scenario; add --cpu-prof to NODE_FLAGS for a profile.
+VM_PROFILE_N ?= 200000
+vm-profile: setup build
+	cd bench/noop && cargo build --quiet --target wasm32-wasip1 --release --target-dir target
+	node --no-liftoff --no-wasm-lazy-compilation $(NODE_FLAGS) bench/vm-profile.mjs $(VM_PROFILE_N)
 
 # cargo-fuzz targets for every parser and decision that takes outside bytes (docs/fuzzing.md): one
 # after the other, FUZZ_SECONDS each; installs cargo-fuzz and the nightly toolchain when missing.
