@@ -9,14 +9,14 @@
 //! that verifies, and with none of the filter's cookies but that token.
 #![no_main]
 
-use fixtures::{
+use fixtures::{Tls, 
     access_token, assert_header_safe, assert_reply_safe, env, keyset, names, page, session_cookie,
     transaction, transaction_cookie, Counter, Input, STATE,
 };
 use libfuzzer_sys::fuzz_target;
 use mesh_oidc::login::{decide, upstream_401, Action};
 use mesh_oidc::token;
-use mesh_oidc::web;
+use mesh_oidc::web::{self, Scheme};
 use url::form_urlencoded;
 
 fn the_one(query: &str, name: &str) -> Option<String> {
@@ -75,12 +75,23 @@ fuzz_target!(|data: &[u8]| {
         req.method = "POST".into();
         req.accept = Some("application/json".into());
     }
+    let mut connection: &'static Tls = &Tls(false);
     if extras & 64 != 0 {
-        req.scheme = "https".into();
+        let pick = input.byte();
+        req.scheme = match pick % 4 {
+            0 => Scheme::Https,
+            1 => Scheme::Http,
+            2 => Scheme::Other,
+            _ => Scheme::OfConnection,
+        };
+        if pick & 4 != 0 {
+            connection = &Tls(true);
+        }
         req.host = input.text();
     }
     let keys = (shape & 0x80 == 0).then(keyset);
-    let env = env(keys);
+    let mut env = env(keys);
+    env.connection = connection;
     let refetch = shape & 0x40 != 0;
 
     match decide(&env, &req, &mut Counter(shape), refetch) {

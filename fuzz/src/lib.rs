@@ -244,7 +244,17 @@ pub fn env(keys: Option<&'static KeySet>) -> Env<'static> {
         keys,
         cache: None,
         endings: None,
+        connection: &Tls(false),
         now: NOW,
+    }
+}
+
+/// A connection that is TLS or not.
+pub struct Tls(pub bool);
+
+impl mesh_oidc::login::Connection for Tls {
+    fn is_tls(&self) -> bool {
+        self.0
     }
 }
 
@@ -289,7 +299,7 @@ pub fn page(path: &str, cookies: &[u8]) -> Request {
     Request {
         method: "GET".into(),
         path: path.into(),
-        scheme: "http".into(),
+        scheme: mesh_oidc::web::Scheme::Http,
         host: HOST.into(),
         accept: Some("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8".into()),
         cookies: cookies.to_vec(),
