@@ -301,8 +301,8 @@ pub fn response_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
         return Outcome::Continue;
     }
     let snap = Snapshot::take(vm, now_ms);
-    let ended = flow::HostLookups::new(h, now_ms);
-    let Some(env) = snap.env(now_ms, &ended) else {
+    let lookups = flow::HostLookups::new(h, now_ms);
+    let Some(env) = snap.env(now_ms, &lookups) else {
         return Outcome::Continue;
     };
     match login::upstream_401(&env, &req, &mut HostRandom(h)) {

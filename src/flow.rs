@@ -164,9 +164,9 @@ impl Snapshot {
         Some((&self.cache, self.version))
     }
 
-    /// The login-mode environment; `None` in validate mode.
-    /// The login-mode environment; `None` in validate mode. `endings`: the sessions ended by
-    /// back-channel logouts, asked only when `backchannel_logout_path` is set.
+    /// The login-mode environment; `None` in validate mode. `lookups`: what the decisions may ask
+    /// the host, each only when needed (the sessions back-channel logouts ended, asked only when
+    /// `backchannel_logout_path` is set; the connection's TLS).
     pub fn env<'a>(&'a self, now_ms: u64, lookups: &'a HostLookups<'a>) -> Option<Env<'a>> {
         let (sealer, names) = self.login.as_ref()?;
         let login = self.config.login()?;
@@ -349,14 +349,14 @@ pub fn run(
 ) -> Outcome {
     let now_ms = h.now_ms();
     let snap = Snapshot::take(vm, now_ms);
-    let ended = HostLookups::new(h, now_ms);
+    let lookups = HostLookups::new(h, now_ms);
     let refetch = snap.refetch(refetch_ok);
     // Cloned out first: the borrow must end before carrying the decision out writes to `state`.
     let login_req = state.borrow().login.clone();
     let outcome = if snap.config.awaiting_discovery {
         // Issue 13: no endpoint is known before the discovery document: held like the keys.
         wait(h, vm, state, context_id, WaitFor::Keys { refetch: false })
-    } else if let (Some(req), Some(env)) = (login_req, snap.env(now_ms, &ended)) {
+    } else if let (Some(req), Some(env)) = (login_req, snap.env(now_ms, &lookups)) {
         let action = login::decide(&env, &req, &mut HostRandom(h), refetch);
         carry_out(h, vm, state, context_id, action, &env, &req)
     } else {
@@ -726,9 +726,9 @@ fn call_answered(
     // The key set may have arrived from another VM since the last tick.
     vm::sync(h, vm);
     let snap = Snapshot::take(vm, now_ms);
-    let ended = HostLookups::new(h, now_ms);
+    let lookups = HostLookups::new(h, now_ms);
     let req = call.state.borrow().login.clone();
-    let outcome = match (req, snap.env(now_ms, &ended), call.purpose) {
+    let outcome = match (req, snap.env(now_ms, &lookups), call.purpose) {
         (_, _, Purpose::Revoke { then }) => reply_with(h, vm, &call.state, &then),
         (_, _, Purpose::Introspect { lookup, local }) => introspected(
             h,
@@ -970,11 +970,11 @@ pub fn settle(h: &dyn Host, vm: &VmRef, now_ms: u64, current: u32) {
 /// A waiter whose wait is over, in its own context: decided again, or answered as expired.
 fn resume_waiter(h: &dyn Host, vm: &VmRef, w: Waiter, ready: bool, now_ms: u64) {
     let req = w.state.borrow().login.clone();
-    let ended = HostLookups::new(h, now_ms);
+    let lookups = HostLookups::new(h, now_ms);
     match w.what {
         WaitFor::Exchange { exchange, .. } if ready => {
             let snap = Snapshot::take(vm, now_ms);
-            if let (Some(req), Some(env)) = (req, snap.env(now_ms, &ended)) {
+            if let (Some(req), Some(env)) = (req, snap.env(now_ms, &lookups)) {
                 finish_exchange(
                     h,
                     vm,
@@ -989,7 +989,7 @@ fn resume_waiter(h: &dyn Host, vm: &VmRef, w: Waiter, ready: bool, now_ms: u64) 
         }
         WaitFor::Refreshed { refresh, .. } if ready => {
             let snap = Snapshot::take(vm, now_ms);
-            if let (Some(req), Some(env)) = (req, snap.env(now_ms, &ended)) {
+            if let (Some(req), Some(env)) = (req, snap.env(now_ms, &lookups)) {
                 let outcome = refresh_answered(
                     h,
                     vm,

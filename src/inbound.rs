@@ -95,34 +95,27 @@ impl Headers {
 
     /// Every header in order, repeated names as many times as sent.
     pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.spans.iter().filter_map(|s| {
-            Some((
-                self.buf.get(s.name.0..s.name.1)?,
-                self.buf.get(s.value.0..s.value.1)?,
-            ))
-        })
-    }
-
-    /// The values of the headers called `name`, in order.
-    fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let name = name.as_bytes();
         self.spans
             .iter()
-            .filter(move |s| s.name.1 - s.name.0 == name.len())
-            .filter_map(move |s| {
-                (self.buf.get(s.name.0..s.name.1)? == name)
-                    .then(|| self.buf.get(s.value.0..s.value.1))
-                    .flatten()
-            })
+            .filter_map(|s| Some((self.buf.get(s.name.0..s.name.1)?, self.value(s)?)))
+    }
+
+    /// Whether the header at `span` is called `name` (the lengths compared first).
+    fn has_name(&self, span: &Span, name: &[u8]) -> bool {
+        span.name.1 - span.name.0 == name.len()
+            && self.buf.get(span.name.0..span.name.1) == Some(name)
+    }
+
+    fn value(&self, span: &Span) -> Option<&[u8]> {
+        self.buf.get(span.value.0..span.value.1)
     }
 
     pub fn bytes(&self, name: &str) -> Option<&[u8]> {
         let name = name.as_bytes();
         self.spans
             .iter()
-            .filter(|s| s.name.1 - s.name.0 == name.len())
-            .find(|s| self.buf.get(s.name.0..s.name.1) == Some(name))
-            .and_then(|s| self.buf.get(s.value.0..s.value.1))
+            .find(|s| self.has_name(s, name))
+            .and_then(|s| self.value(s))
     }
 
     pub fn text(&self, name: &str) -> Option<&str> {
@@ -130,7 +123,10 @@ impl Headers {
     }
 
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.named(name)
+        self.spans
+            .iter()
+            .filter(move |s| self.has_name(s, name.as_bytes()))
+            .filter_map(|s| self.value(s))
     }
 
     /// Every name (a name that is not UTF-8, which Envoy never passes, is left out).

@@ -4,6 +4,7 @@ use super::secrets::{client_secrets, session_keys, FromClientSecrets};
 use super::*;
 use crate::rules::Rule;
 
+/// The whole configuration, stage by stage (each stage a function of its own: see [`provider`]).
 #[inline(never)]
 pub(super) fn build(root: &mut Obj) -> Result<Config, ConfigError> {
     let mode_name = root
