@@ -1244,16 +1244,16 @@ fn a_flood_of_unknown_kids_holds_a_bounded_number_of_requests() {
     assert_eq!(p.waiting(), held as usize);
 }
 
-/// `cargo test --release --lib warm_path_cost -- --ignored --nocapture`: the engine's own work on
-/// the warm path, natively through the fake host (no VM crossings), per request: headers,
-/// response headers, done. The fake host's own bookkeeping is in every figure alike.
-#[test]
-#[ignore]
-fn warm_path_cost() {
+/// The warm path's requests, as the bench sends them: a valid token as a bearer, as the
+/// `access_token` cookie, and as a logged-in browser sends it (with `login`'s sealed session).
+struct Warm {
+    bearer: Vec<(&'static str, String)>,
+    cookie: Vec<(&'static str, String)>,
+    session: Vec<(&'static str, String)>,
+}
+
+fn warm_requests(login: &Proxy) -> Warm {
     let t = valid_token();
-    let w = world();
-    let validate = ready(&w, &validate_config(), 100);
-    let login = ready(&w, &login_config(), 200);
     let sealed = {
         let v = login.vm.borrow();
         let sealer = v.sealer.clone().unwrap();
@@ -1263,16 +1263,36 @@ fn warm_path_cost() {
         };
         sealer.seal(&session, NOW, 3600).unwrap()
     };
-    let bearer_req = api("/a", &bearer(&t));
-    let mut cookie_req = api("/a", "");
-    cookie_req.retain(|(n, _)| *n != "authorization");
-    cookie_req.push(("cookie", format!("theme=dark; access_token={t}")));
-    let mut session_req = cookie_req.clone();
-    session_req.retain(|(n, _)| *n != "cookie");
-    session_req.push((
+    let mut cookie = api("/a", "");
+    cookie.retain(|(n, _)| *n != "authorization");
+    cookie.push(("cookie", format!("theme=dark; access_token={t}")));
+    let mut session = cookie.clone();
+    session.retain(|(n, _)| *n != "cookie");
+    session.push((
         "cookie",
         format!("theme=dark; access_token={t}; access_token_session={sealed}"),
     ));
+    Warm {
+        bearer: api("/a", &bearer(&t)),
+        cookie,
+        session,
+    }
+}
+
+/// `cargo test --release --lib warm_path_cost -- --ignored --nocapture`: the engine's own work on
+/// the warm path, natively through the fake host (no VM crossings), per request: headers,
+/// response headers, done. The fake host's own bookkeeping is in every figure alike.
+#[test]
+#[ignore]
+fn warm_path_cost() {
+    let w = world();
+    let validate = ready(&w, &validate_config(), 100);
+    let login = ready(&w, &login_config(), 200);
+    let Warm {
+        bearer: bearer_req,
+        cookie: cookie_req,
+        session: session_req,
+    } = warm_requests(&login);
     let n: u32 = std::env::var("WARM_N")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -1328,28 +1348,14 @@ fn an_issuer_refusal_logs_the_token_of_a_renamed_cookie() {
 /// calls, a login session six, and the response and the stream's end none of their own.
 #[test]
 fn the_warm_path_makes_only_the_floors_host_calls() {
-    let t = valid_token();
     let w = world();
     let validate = ready(&w, &validate_config(), 100);
     let login = ready(&w, &login_config(), 200);
-    let sealed = {
-        let v = login.vm.borrow();
-        let sealer = v.sealer.clone().unwrap();
-        let session = crate::session::Session {
-            id_token: Some(t.clone()),
-            refresh_token: Some("r".repeat(700)),
-        };
-        sealer.seal(&session, NOW, 3600).unwrap()
-    };
-    let mut cookie_req = api("/a", "");
-    cookie_req.retain(|(n, _)| *n != "authorization");
-    cookie_req.push(("cookie", format!("theme=dark; access_token={t}")));
-    let mut session_req = cookie_req.clone();
-    session_req.retain(|(n, _)| *n != "cookie");
-    session_req.push((
-        "cookie",
-        format!("theme=dark; access_token={t}; access_token_session={sealed}"),
-    ));
+    let Warm {
+        bearer: bearer_req,
+        cookie: cookie_req,
+        session: mut session_req,
+    } = warm_requests(&login);
     // Envoy's own: untrusted, it leaves the scheme to the connection, which nothing here needs.
     session_req.push(("x-forwarded-proto", "http".into()));
     let calls = |p: &Proxy, h: &[(&'static str, String)]| {
@@ -1365,7 +1371,7 @@ fn the_warm_path_makes_only_the_floors_host_calls() {
         p.host.trace.take()
     };
     let validate_calls = ["request_headers", "now_ms", "set_request_header x-user"];
-    assert_eq!(calls(&validate, &api("/a", &bearer(&t))), validate_calls);
+    assert_eq!(calls(&validate, &bearer_req), validate_calls);
     assert_eq!(calls(&validate, &cookie_req), validate_calls);
     assert_eq!(
         calls(&login, &session_req),
