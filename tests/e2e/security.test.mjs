@@ -729,6 +729,32 @@ describe('security hardening (issue 8)', { skip }, () => {
     assert.deepEqual(failures, []);
   });
 
+  h.test('verified-token cache: a token made to share a cached token\'s hash (same length and signature tail, another user) is verified, never served', async () => {
+    const failures = [];
+    const token = await sign(claims());
+    const [head, payload, signature] = token.split('.');
+    // "alice" becomes "admin": the same length, so the same hash slot as the cached token.
+    const forgedClaims = JSON.parse(Buffer.from(payload, 'base64url').toString());
+    assert.equal(forgedClaims.preferred_username, 'alice');
+    forgedClaims.preferred_username = 'admin';
+    const forged = `${head}.${Buffer.from(JSON.stringify(forgedClaims)).toString('base64url')}.${signature}`;
+    assert.equal(forged.length, token.length);
+    assert.equal(forged.slice(-64), token.slice(-64));
+    for (const [mode, url, extra] of [
+      ['validate', V, {}],
+      ['login', L, API_HEADERS],
+    ]) {
+      // The valid token first: verified and cached.
+      reachedOnce(await attempt(url(uniquePath('/api/cache-control')), { ...extra, authorization: `Bearer ${token}` }), `the valid token (${mode})`);
+      try {
+        assertStopped(await attempt(url(uniquePath('/api/cache-forged')), { ...extra, authorization: `Bearer ${forged}` }), `the forged twin (${mode})`, [401]);
+      } catch (err) { failures.push(failed(err)); }
+      // And the cached token still passes after it.
+      reachedOnce(await attempt(url(uniquePath('/api/cache-again')), { ...extra, authorization: `Bearer ${token}` }), `the valid token again (${mode})`);
+    }
+    assert.deepEqual(failures, []);
+  });
+
   h.test('issue 8 item 5 (L2+): a callback with a duplicated state or code parameter gets 400 and no session', async () => {
     const jar = new CookieJar();
     const start = await startLogin(jar, L('/dup-params'));
