@@ -1244,15 +1244,21 @@ fn a_flood_of_unknown_kids_holds_a_bounded_number_of_requests() {
     assert_eq!(p.waiting(), held as usize);
 }
 
-/// The warm path's requests, as the bench sends them: a valid token as a bearer, as the
-/// `access_token` cookie, and as a logged-in browser sends it (with `login`'s sealed session).
+/// A validate and a login VM, ready, and the warm path's requests as the bench sends them: a
+/// valid token as a bearer, as the `access_token` cookie, and as a logged-in browser sends it
+/// (with the login VM's sealed session).
 struct Warm {
+    validate: Proxy,
+    login: Proxy,
     bearer: Vec<(&'static str, String)>,
     cookie: Vec<(&'static str, String)>,
     session: Vec<(&'static str, String)>,
 }
 
-fn warm_requests(login: &Proxy) -> Warm {
+fn warm() -> Warm {
+    let w = world();
+    let validate = ready(&w, &validate_config(), 100);
+    let login = ready(&w, &login_config(), 200);
     let t = valid_token();
     let sealed = {
         let v = login.vm.borrow();
@@ -1273,6 +1279,8 @@ fn warm_requests(login: &Proxy) -> Warm {
         format!("theme=dark; access_token={t}; access_token_session={sealed}"),
     ));
     Warm {
+        validate,
+        login,
         bearer: api("/a", &bearer(&t)),
         cookie,
         session,
@@ -1285,14 +1293,13 @@ fn warm_requests(login: &Proxy) -> Warm {
 #[test]
 #[ignore]
 fn warm_path_cost() {
-    let w = world();
-    let validate = ready(&w, &validate_config(), 100);
-    let login = ready(&w, &login_config(), 200);
     let Warm {
+        validate,
+        login,
         bearer: bearer_req,
         cookie: cookie_req,
         session: session_req,
-    } = warm_requests(&login);
+    } = warm();
     let n: u32 = std::env::var("WARM_N")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -1348,14 +1355,13 @@ fn an_issuer_refusal_logs_the_token_of_a_renamed_cookie() {
 /// calls, a login session six, and the response and the stream's end none of their own.
 #[test]
 fn the_warm_path_makes_only_the_floors_host_calls() {
-    let w = world();
-    let validate = ready(&w, &validate_config(), 100);
-    let login = ready(&w, &login_config(), 200);
     let Warm {
+        validate,
+        login,
         bearer: bearer_req,
         cookie: cookie_req,
         session: mut session_req,
-    } = warm_requests(&login);
+    } = warm();
     // Envoy's own: untrusted, it leaves the scheme to the connection, which nothing here needs.
     session_req.push(("x-forwarded-proto", "http".into()));
     let calls = |p: &Proxy, h: &[(&'static str, String)]| {
