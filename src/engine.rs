@@ -8,7 +8,7 @@ use crate::host::{Host, HostRandom, Level};
 use crate::inbound;
 use crate::login;
 use crate::replay::Claim;
-use crate::validate;
+use crate::validate::{self, Presented};
 use crate::vm::{self, Vm, VmRef};
 
 /// How often the root context ticks while requests wait or no key set has arrived yet.
@@ -169,33 +169,17 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
         }
         return Outcome::Continue;
     }
-    let request_id = headers.request_id();
-    let state = match read {
-        None => State {
-            login: Some(std::rc::Rc::new(headers.login_request(
-                path.into_owned(),
-                cookie.map(std::borrow::Cow::into_owned).unwrap_or_default(),
-                config.trust_forwarded_proto,
-            ))),
-            request_id,
-            ..State::default()
-        },
-        Some(read) => State {
-            token: read.token,
-            conflict: read.conflict,
-            rewrites: read.rewrites,
-            // Only the access rules (B7) read the route.
-            route: if config.access_rules.is_empty() {
-                Default::default()
-            } else {
-                (
-                    headers.text(":method").unwrap_or_default().to_string(),
-                    path.into_owned(),
-                )
-            },
-            request_id,
-            ..State::default()
-        },
+    if let Some(read) = read {
+        return validate_request(h, vm, ctx, &config, &headers, &path, read);
+    }
+    let state = State {
+        login: Some(std::rc::Rc::new(headers.login_request(
+            path.into_owned(),
+            cookie.map(std::borrow::Cow::into_owned).unwrap_or_default(),
+            config.trust_forwarded_proto,
+        ))),
+        request_id: headers.request_id(),
+        ..State::default()
     };
     // L8: a back-channel logout is decided on its body.
     let awaits_body = !end_of_stream
@@ -212,6 +196,44 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
         return Outcome::Continue;
     }
     flow::run(h, vm, &state, ctx, true, false)
+}
+
+/// A validate-mode request, decided on its own bytes: its state is built only when it waits, is
+/// answered, or is introspected; one that goes on at once leaves nothing behind.
+fn validate_request(
+    h: &dyn Host,
+    vm: &VmRef,
+    ctx: u32,
+    config: &Config,
+    headers: &inbound::Headers,
+    path: &str,
+    read: inbound::Inbound,
+) -> Outcome {
+    // Only the access rules (B7) read the route.
+    let route = if config.access_rules.is_empty() {
+        ("", "")
+    } else {
+        (headers.text(":method").unwrap_or_default(), path)
+    };
+    let presented = match (&read.token, read.conflict) {
+        (_, true) => Presented::Conflict,
+        (Some(t), false) => Presented::Token(t),
+        (None, false) => Presented::Nothing,
+    };
+    let Some(first) = flow::validate_first(h, presented, route, &read.rewrites, vm) else {
+        return Outcome::Continue;
+    };
+    let state = State {
+        token: read.token.map(|t| std::rc::Rc::from(&*t)),
+        conflict: read.conflict,
+        rewrites: read.rewrites,
+        route: (route.0.to_string(), route.1.to_string()),
+        request_id: headers.request_id(),
+        ..State::default()
+    };
+    let state = std::rc::Rc::new(std::cell::RefCell::new(state));
+    vm.borrow_mut().requests.insert(ctx, state.clone());
+    flow::carry_out_first(h, vm, &state, ctx, first)
 }
 
 fn path_of(state: &State) -> String {

@@ -1392,6 +1392,42 @@ fn the_warm_path_makes_only_the_floors_host_calls() {
     );
 }
 
+/// A validate-mode request that goes on at once (the warm path) leaves no state behind; one that
+/// waits for the key set, or is refused, keeps its state until its stream ends.
+#[test]
+fn only_a_validate_request_that_waits_keeps_state() {
+    let w = world();
+    let token = valid_token();
+    let waiting = Proxy::new(&w, &validate_config(), 100);
+    assert_eq!(
+        send(&waiting, 2, &api("/a", &bearer(&token))),
+        Outcome::Pause
+    );
+    assert_eq!(waiting.vm.borrow().requests.len(), 1);
+    assert_eq!(waiting.vm.borrow().waiters.len(), 1);
+    waiting.tick();
+    let call = waiting
+        .open_calls()
+        .into_iter()
+        .find(|c| c.path() == JWKS_PATH)
+        .unwrap();
+    waiting.answer(call.token, 200, &jwks_body());
+    assert_eq!(waiting.req(2).resumed, 1);
+    assert_eq!(waiting.req(2).header("x-user"), Some("alice".into()));
+    waiting.end(2);
+    assert!(waiting.vm.borrow().requests.is_empty());
+
+    let p = ready(&w, &validate_config(), 100);
+    assert_eq!(send(&p, 3, &api("/a", &bearer(&token))), Outcome::Continue);
+    assert_eq!(p.req(3).header("x-user"), Some("alice".into()));
+    assert!(p.vm.borrow().requests.is_empty());
+    assert_eq!(send(&p, 4, &api("/a", "Bearer x.y.z")), Outcome::Pause);
+    assert_eq!(p.req(4).reply().map(|r| r.status), Some(401));
+    assert_eq!(p.vm.borrow().requests.len(), 1);
+    p.end(4);
+    assert!(p.vm.borrow().requests.is_empty());
+}
+
 /// An untrusted `x-forwarded-proto` leaves the scheme to the connection (Envoy copies a client's
 /// header into `:scheme`): a redirect is built with the connection's, asked then and only once.
 #[test]

@@ -368,13 +368,11 @@ pub fn run(
                 (Some(t), false) => Presented::Token(t),
                 (None, false) => Presented::Nothing,
             };
-            validate::decide(
-                &snap.config,
+            decide_validate(
+                &snap,
                 (&st.route.0, &st.route.1),
                 presented,
-                snap.keys(),
-                snap.cache(),
-                now_ms / 1000,
+                now_ms,
                 refetch,
             )
         };
@@ -384,6 +382,85 @@ pub fn run(
         h.resume_request();
     }
     outcome
+}
+
+fn decide_validate(
+    snap: &Snapshot,
+    route: (&str, &str),
+    presented: Presented,
+    now_ms: u64,
+    refetch: Refetch,
+) -> Decision {
+    validate::decide(
+        &snap.config,
+        route,
+        presented,
+        snap.keys(),
+        snap.cache(),
+        now_ms / 1000,
+        refetch,
+    )
+}
+
+/// A validate-mode request's first decision, made on the request's own bytes before it has any
+/// state: one that goes on at once (the warm path) leaves nothing behind, and is carried out
+/// here. Any other comes back with what carrying it out needs ([`carry_out_first`]), once the
+/// request's state is built; the decision is never made twice (a token that fails costs one
+/// verification).
+pub fn validate_first(
+    h: &dyn Host,
+    presented: Presented,
+    route: (&str, &str),
+    rewrites: &[(&'static str, Option<Vec<u8>>)],
+    vm: &VmRef,
+) -> Option<First> {
+    let now_ms = h.now_ms();
+    let snap = Snapshot::take(vm, now_ms);
+    let decision = if snap.config.awaiting_discovery {
+        // Issue 13: no endpoint is known before the discovery document: held like the keys.
+        Decision::WaitForKeys
+    } else {
+        decide_validate(&snap, route, presented, now_ms, snap.refetch(true))
+    };
+    match decision {
+        Decision::Continue(headers) => {
+            for (name, value) in &headers {
+                h.set_request_header(name, Some(value.as_bytes()));
+            }
+            for (name, value) in rewrites {
+                h.set_request_header(name, value.as_deref());
+            }
+            None
+        }
+        decision => Some(First {
+            decision,
+            snap,
+            now_ms,
+        }),
+    }
+}
+
+/// A validate-mode decision that needs the request's state, from [`validate_first`].
+pub struct First {
+    decision: Decision,
+    snap: Snapshot,
+    now_ms: u64,
+}
+
+/// Carries out a first decision that needs the request's state.
+pub fn carry_out_first(
+    h: &dyn Host,
+    vm: &VmRef,
+    state: &StateRef,
+    context_id: u32,
+    first: First,
+) -> Outcome {
+    let First {
+        decision,
+        snap,
+        now_ms,
+    } = first;
+    carry_out_validate(h, vm, state, context_id, decision, &snap, now_ms)
 }
 
 /// Carries a validate-mode decision out.

@@ -7,14 +7,32 @@ use crate::session::{self, Credential, Names};
 use crate::web::{self, Reply};
 
 /// The credential part of a request, read once from its headers.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Inbound {
-    /// The access token to check (validate mode), if one was presented.
-    pub token: Option<std::rc::Rc<[u8]>>,
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Inbound<'a> {
+    /// The access token to check (validate mode), if one was presented: the request's own bytes
+    /// unless pieces of a chunked cookie were joined.
+    pub token: Option<std::borrow::Cow<'a, [u8]>>,
     /// Two different access tokens: the request is refused, whichever is valid.
     pub conflict: bool,
     /// Headers to set (or, with `None`, remove) when the request goes on to the service.
     pub rewrites: Vec<(&'static str, Option<Vec<u8>>)>,
+}
+
+/// Without the token and the rewritten values: their lengths only.
+impl std::fmt::Debug for Inbound<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rewrites: Vec<(&str, Option<usize>)> = self
+            .rewrites
+            .iter()
+            .map(|(name, value)| (*name, value.as_ref().map(Vec::len)))
+            .collect();
+        write!(
+            f,
+            "Inbound(token: {:?} bytes, conflict: {}, rewrites {rewrites:?})",
+            self.token.as_ref().map(|t| t.len()),
+            self.conflict
+        )
+    }
 }
 
 /// A request's headers, read once with one host call (names lower-case, values as bytes), kept
@@ -191,12 +209,12 @@ pub fn conflict_reply() -> Reply {
 
 /// Reads a request's `Authorization` headers and joined `Cookie` header. `skipped`: a skip path,
 /// which goes on unchecked, so it gets no cookie of the filter at all.
-pub fn read(
-    authorizations: &[&[u8]],
-    cookie: Option<&[u8]>,
+pub fn read<'a>(
+    authorizations: &[&'a [u8]],
+    cookie: Option<&'a [u8]>,
     names: &Names,
     skipped: bool,
-) -> Inbound {
+) -> Inbound<'a> {
     let jar = session::CookieRead::new(cookie.unwrap_or_default(), names);
     let (token, from_cookie, merged) = match session::credential_in(authorizations, &jar) {
         Credential::Conflict => {
@@ -228,7 +246,7 @@ pub fn read(
         }
     }
     Inbound {
-        token: token.map(|t| std::rc::Rc::from(&*t)),
+        token,
         conflict: false,
         rewrites,
     }
