@@ -172,13 +172,14 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
     if let Some(read) = read {
         return validate_request(h, vm, ctx, &config, &headers, &path, read);
     }
+    let mut request =
+        headers.login_request(path.into_owned(), Vec::new(), config.trust_forwarded_proto);
+    let request_id = headers.request_id();
+    drop(cookie);
+    request.cookies = headers.into_cookies();
     let state = State {
-        login: Some(std::rc::Rc::new(headers.login_request(
-            path.into_owned(),
-            cookie.map(std::borrow::Cow::into_owned).unwrap_or_default(),
-            config.trust_forwarded_proto,
-        ))),
-        request_id: headers.request_id(),
+        login: Some(std::rc::Rc::new(request)),
+        request_id,
         ..State::default()
     };
     // L8: a back-channel logout is decided on its body.

@@ -308,7 +308,10 @@ impl Env<'_> {
         verified: &Verified,
         as_cookie: bool,
     ) -> Forward {
-        let mut set_headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
+        let mut bearer = String::with_capacity("Bearer ".len() + token.len());
+        bearer.push_str("Bearer ");
+        bearer.push_str(token);
+        let mut set_headers = vec![("authorization".to_string(), bearer)];
         set_headers.extend(claim_headers(self.config, verified));
         Forward {
             set_headers,
