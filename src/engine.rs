@@ -174,7 +174,7 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
     }
     let mut request =
         headers.login_request(path.into_owned(), Vec::new(), config.trust_forwarded_proto);
-    let request_id = headers.request_id();
+    let request_id = request.request_id.clone();
     drop(cookie);
     request.cookies = headers.into_cookies();
     let state = State {
