@@ -144,7 +144,6 @@ impl Headers {
             for (name, slot) in names.iter().zip(found.iter_mut()) {
                 if slot.is_none() && self.has_name(span, name.as_bytes()) {
                     *slot = self.value(span);
-                    break;
                 }
             }
         }

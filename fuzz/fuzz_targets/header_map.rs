@@ -3,7 +3,8 @@
 //! by a NUL), on arbitrary bytes.
 //!
 //! Checks: no panic; the headers read are exactly those a plain reading of the format finds
-//! whole, in order, up to the first that is not; `bytes`, `all` and `text` agree with them.
+//! whole, in order, up to the first that is not; `bytes`, `all` and `text` agree with them,
+//! `firsts` with `bytes`, and `into_cookies` (the buffer reused) with `cookies`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -57,4 +58,18 @@ fuzz_target!(|data: &[u8]| {
             all.first().and_then(|v| std::str::from_utf8(v).ok())
         );
     }
+    let names: Vec<&str> = read
+        .iter()
+        .filter_map(|(n, _)| std::str::from_utf8(n).ok())
+        .chain(["cookie", ":path", "absent"])
+        .take(4)
+        .collect();
+    if let [a, b, c, d] = names[..] {
+        let found = headers.firsts([a, b, c, d]);
+        for (name, got) in [a, b, c, d].iter().zip(found) {
+            assert_eq!(got, headers.bytes(name));
+        }
+    }
+    let cookies = headers.cookies().map(|c| c.into_owned()).unwrap_or_default();
+    assert_eq!(headers.into_cookies(), cookies);
 });
