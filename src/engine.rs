@@ -150,16 +150,17 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
         }
     }
     let path = String::from_utf8_lossy(headers.bytes(":path").unwrap_or_default());
-    let cookie = headers.cookies();
     let skipped = config.is_skipped(&path);
-    let login = config.login().is_some();
-    // B6, read here for validate mode and skip paths; login mode reads it in its decisions.
-    let read = (!login || skipped).then(|| {
-        let auths: Vec<&[u8]> = headers.all("authorization").collect();
-        inbound::read(&auths, cookie.as_deref(), &names, skipped)
-    });
+    if config.login().is_some() && !skipped {
+        // Login mode reads the credentials in its decisions.
+        drop(path);
+        return login_request(h, vm, ctx, &config, headers, end_of_stream);
+    }
+    // B6, read here for validate mode and skip paths.
+    let cookie = headers.cookies();
+    let auths: Vec<&[u8]> = headers.all("authorization").collect();
+    let read = inbound::read(&auths, cookie.as_deref(), &names, skipped);
     if skipped {
-        let read = read.unwrap_or_default();
         if read.conflict {
             h.send_reply(&inbound::conflict_reply());
             return Outcome::Pause;
@@ -169,25 +170,51 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
         }
         return Outcome::Continue;
     }
-    if let Some(read) = read {
-        return validate_request(h, vm, ctx, &config, &headers, &path, read);
-    }
-    let mut request =
-        headers.login_request(path.into_owned(), Vec::new(), config.trust_forwarded_proto);
-    let request_id = request.request_id.clone();
-    drop(cookie);
-    request.cookies = headers.into_cookies();
-    let state = State {
-        login: Some(std::rc::Rc::new(request)),
-        request_id,
-        ..State::default()
-    };
+    validate_request(h, vm, ctx, &config, &headers, &path, read)
+}
+
+/// A login-mode request, decided on the request borrowed from its header map. One that goes on
+/// at once keeps only that map (its response may need the request: L7); any other keeps the
+/// request, owned.
+fn login_request(
+    h: &dyn Host,
+    vm: &VmRef,
+    ctx: u32,
+    config: &Config,
+    headers: inbound::Headers,
+    end_of_stream: bool,
+) -> Outcome {
+    let req = headers.login_request(config.trust_forwarded_proto);
     // L8: a back-channel logout is decided on its body.
     let awaits_body = !end_of_stream
+        && req.method == "POST"
         && config.login().is_some_and(|l| {
-            l.backchannel_logout_path.as_deref() == Some(crate::web::path_only(&path_of(&state)))
-        })
-        && state.login.as_ref().is_some_and(|r| r.method == "POST");
+            l.backchannel_logout_path.as_deref() == Some(crate::web::path_only(&req.path))
+        });
+    let decided = if awaits_body {
+        None
+    } else {
+        match flow::login_first(h, vm, &req) {
+            flow::LoginFirst::Went => {
+                drop(req);
+                let state = State {
+                    headers: Some(headers),
+                    ..State::default()
+                };
+                let state = std::rc::Rc::new(std::cell::RefCell::new(state));
+                vm.borrow_mut().requests.insert(ctx, state);
+                return Outcome::Continue;
+            }
+            flow::LoginFirst::Decided(decided) => Some(*decided),
+            flow::LoginFirst::Run => None,
+        }
+    };
+    let req = std::rc::Rc::new(req.into_owned());
+    let state = State {
+        login: Some(req.clone()),
+        request_id: req.request_id.to_string(),
+        ..State::default()
+    };
     let state = std::rc::Rc::new(std::cell::RefCell::new(state));
     vm.borrow_mut().requests.insert(ctx, state.clone());
     if awaits_body {
@@ -196,7 +223,10 @@ pub fn request_headers(h: &dyn Host, vm: &VmRef, ctx: u32, end_of_stream: bool) 
         // request until it is whole, then answers it locally.
         return Outcome::Continue;
     }
-    flow::run(h, vm, &state, ctx, true, false)
+    match decided {
+        Some(decided) => flow::carry_out_login_first(h, vm, &state, ctx, &req, decided),
+        None => flow::run(h, vm, &state, ctx, true, false),
+    }
 }
 
 /// A validate-mode request, decided on its own bytes: its state is built only when it waits, is
@@ -241,7 +271,7 @@ fn path_of(state: &State) -> String {
     state
         .login
         .as_ref()
-        .map(|r| r.path.clone())
+        .map(|r| r.path.to_string())
         .unwrap_or_default()
 }
 
@@ -297,11 +327,17 @@ pub fn response_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
         }
         return Outcome::Continue;
     }
-    let login_req = state.borrow().login.clone();
-    let Some(req) = login_req else {
-        return Outcome::Continue;
+    let (kept, headers, cookies) = {
+        let mut st = state.borrow_mut();
+        (
+            st.login.clone(),
+            st.headers.take(),
+            std::mem::take(&mut st.response_cookies),
+        )
     };
-    let cookies = std::mem::take(&mut state.borrow_mut().response_cookies);
+    if kept.is_none() && headers.is_none() {
+        return Outcome::Continue;
+    }
     for c in &cookies {
         h.add_response_header("set-cookie", c);
     }
@@ -312,11 +348,27 @@ pub fn response_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
     // L7: the service refused the token on a page request, or (L7+) a service the page called
     // (marks only the outbound side writes, when upstream_401_services names services).
     let status = h.response_status();
-    let watches_calls = req.is_page()
-        && vm.borrow().config.login().is_some_and(|l| {
+    let (watches, trust_forwarded_proto) = {
+        let v = vm.borrow();
+        let watches = v.config.login().is_some_and(|l| {
             l.on_upstream_401 != Upstream401::Pass && !l.upstream_401_services.is_empty()
         });
-    if status != 401 && !watches_calls {
+        (watches, v.config.trust_forwarded_proto)
+    };
+    if status != 401 && !watches {
+        return Outcome::Continue;
+    }
+    // A request that went on at once is read again from its header map.
+    let read;
+    let req: &login::Request = match (&kept, &headers) {
+        (Some(req), _) => req,
+        (None, Some(headers)) => {
+            read = headers.login_request(trust_forwarded_proto);
+            &read
+        }
+        (None, None) => return Outcome::Continue,
+    };
+    if status != 401 && !req.is_page() {
         return Outcome::Continue;
     }
     let now_ms = h.now_ms();
@@ -328,7 +380,7 @@ pub fn response_headers(h: &dyn Host, vm: &VmRef, ctx: u32) -> Outcome {
     let Some(env) = snap.env(now_ms, &lookups) else {
         return Outcome::Continue;
     };
-    match login::upstream_401(&env, &req, &mut HostRandom(h)) {
+    match login::upstream_401(&env, req, &mut HostRandom(h)) {
         Some(reply) => {
             let why = if status == 401 {
                 "the service answered 401"

@@ -618,6 +618,12 @@ fn a_401_from_the_service_on_a_page_logs_in_again() {
         send(&p, 5, &page("/productpage", &cookies)),
         Outcome::Continue
     );
+    {
+        // Gone on at once: only the header map is kept, no owned copy of the request.
+        let v = p.vm.borrow();
+        let st = v.requests.get(&5).unwrap().borrow();
+        assert!(st.login.is_none() && st.headers.is_some());
+    }
     assert_eq!(p.respond(5, 401), Outcome::Pause);
     let reply = p.req(5).reply().cloned().unwrap();
     assert_eq!(reply.status, 302);
@@ -625,6 +631,18 @@ fn a_401_from_the_service_on_a_page_logs_in_again() {
         .header("location")
         .unwrap()
         .contains("/openid-connect/auth?"));
+    // The request went on at once; its response reads it again, with the cookies it came with
+    // (not those sent on): the session is cleared too.
+    let cleared: Vec<&str> = reply
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .filter_map(|(_, v)| v.split_once('=').map(|(name, _)| name))
+        .collect();
+    assert!(
+        cleared.contains(&"access_token") && cleared.contains(&"access_token_session"),
+        "{cleared:?}"
+    );
     assert_eq!(p.host.counter("mesh_oidc.upstream_401"), 1);
     // An API call keeps its 401.
     let mut h = api("/api", &bearer(&valid_token()));

@@ -31,7 +31,10 @@ pub struct State {
     /// Validate mode: the method and the path with its query, for the rules (B7).
     pub route: (String, String),
     /// Login mode: the request (shared, not copied, by every callback that reads it).
-    pub login: Option<Rc<login::Request>>,
+    pub login: Option<Rc<login::Request<'static>>>,
+    /// Login mode, a request that went on at once: its header map as read, from which its
+    /// response callback reads the request again only if it must act on a 401 (L7).
+    pub headers: Option<crate::inbound::Headers>,
     /// Login mode, the workload's own call to another service (an outbound listener): its
     /// `:authority`. Nothing is done to it; its 401 is remembered for the page (L7+).
     pub outbound: Option<String>,
@@ -312,7 +315,7 @@ fn presented_token(state: &StateRef, names: &crate::session::Names) -> Option<St
         return Some(String::from_utf8_lossy(t).into_owned());
     }
     let req = st.login.as_ref()?;
-    let auths: Vec<&[u8]> = req.authorizations.iter().map(Vec::as_slice).collect();
+    let auths: Vec<&[u8]> = req.authorizations.iter().map(|a| &**a).collect();
     match crate::session::credential(&auths, &req.cookies, names) {
         crate::session::Credential::One { token, .. } => {
             Some(String::from_utf8_lossy(&token).into_owned())
@@ -437,6 +440,87 @@ pub fn validate_first(
             snap,
             now_ms,
         }),
+    }
+}
+
+/// A login-mode request's first decision, made on the request borrowed from its header map: one
+/// that goes on at once (the warm path: a valid access token, nothing to refresh) is carried out
+/// here and needs no owned copy of the request. Any other comes back to be carried out once
+/// the request's state is built ([`carry_out_login_first`]); the decision is never made twice.
+pub fn login_first(h: &dyn Host, vm: &VmRef, req: &login::Request) -> LoginFirst {
+    let now_ms = h.now_ms();
+    let snap = Snapshot::take(vm, now_ms);
+    if snap.config.awaiting_discovery {
+        return LoginFirst::Run;
+    }
+    let lookups = HostLookups::new(h, now_ms);
+    let Some(env) = snap.env(now_ms, &lookups) else {
+        return LoginFirst::Run;
+    };
+    let action = login::decide(&env, req, &mut HostRandom(h), snap.refetch(true));
+    let tls = lookups.tls.get().copied();
+    match action {
+        Action::Continue(forward)
+            if forward.response_cookies.is_empty() && forward.events.is_empty() =>
+        {
+            for (name, value) in &forward.set_headers {
+                h.set_request_header(name, Some(value.as_bytes()));
+            }
+            h.set_request_header("cookie", forward.cookie_header.as_deref());
+            LoginFirst::Went
+        }
+        action => LoginFirst::Decided(Box::new(LoginDecided {
+            action,
+            tls,
+            snap,
+            now_ms,
+        })),
+    }
+}
+
+/// A login-mode decision that needs the request's state, from [`login_first`].
+pub struct LoginDecided {
+    action: Action,
+    /// Whether the connection is TLS, when the decision asked.
+    tls: Option<bool>,
+    snap: Snapshot,
+    now_ms: u64,
+}
+
+/// What [`login_first`] did.
+pub enum LoginFirst {
+    /// The request went on; nothing of it is kept but its header map.
+    Went,
+    /// Decided: to be carried out with the request's state.
+    Decided(Box<LoginDecided>),
+    /// Not decided here (the configuration awaits discovery): [`run`] it with its state.
+    Run,
+}
+
+/// Carries out a login-mode first decision that needs the request's state, whose request `req`
+/// is.
+pub fn carry_out_login_first(
+    h: &dyn Host,
+    vm: &VmRef,
+    state: &StateRef,
+    context_id: u32,
+    req: &login::Request,
+    decided: LoginDecided,
+) -> Outcome {
+    let LoginDecided {
+        action,
+        tls,
+        snap,
+        now_ms,
+    } = decided;
+    let lookups = HostLookups::new(h, now_ms);
+    if let Some(tls) = tls {
+        let _ = lookups.tls.set(tls);
+    }
+    match snap.env(now_ms, &lookups) {
+        Some(env) => carry_out(h, vm, state, context_id, action, &env, req),
+        // Never: the decision was made with this snapshot's environment.
+        None => run(h, vm, state, context_id, true, false),
     }
 }
 

@@ -207,16 +207,13 @@ impl Headers {
         }
     }
 
-    /// The login-mode request.
-    pub fn login_request(
-        &self,
-        path: String,
-        cookies: Vec<u8>,
-        trust_forwarded_proto: bool,
-    ) -> crate::login::Request {
-        // One walk of the map for these nine (a walk for each was most of this function's work).
-        let [method, scheme, forwarded_proto, host, accept, mode, dest, with, id] = self
+    /// The login-mode request, borrowed from the map.
+    pub fn login_request(&self, trust_forwarded_proto: bool) -> crate::login::Request<'_> {
+        use std::borrow::Cow;
+        // One walk of the map for these ten (a walk for each was most of this function's work).
+        let [path, method, scheme, forwarded_proto, host, accept, mode, dest, with, id] = self
             .firsts([
+                ":path",
                 ":method",
                 ":scheme",
                 "x-forwarded-proto",
@@ -226,21 +223,23 @@ impl Headers {
                 "sec-fetch-dest",
                 "x-requested-with",
                 "x-request-id",
-            ])
-            .map(|v| v.and_then(|v| std::str::from_utf8(v).ok()));
-        let owned = |v: Option<&str>| v.map(str::to_string);
+            ]);
+        fn text(v: Option<&[u8]>) -> Option<&str> {
+            v.and_then(|v| std::str::from_utf8(v).ok())
+        }
+        let borrowed = |v| text(v).map(Cow::Borrowed);
         crate::login::Request {
-            method: owned(method).unwrap_or_default(),
-            path,
-            scheme: web::request_scheme(scheme, forwarded_proto, trust_forwarded_proto),
-            host: owned(host).unwrap_or_default(),
-            accept: owned(accept),
-            sec_fetch_mode: owned(mode),
-            sec_fetch_dest: owned(dest),
-            requested_with: owned(with),
-            cookies,
-            authorizations: self.all("authorization").map(<[u8]>::to_vec).collect(),
-            request_id: web::request_id(id),
+            method: borrowed(method).unwrap_or_default(),
+            path: String::from_utf8_lossy(path.unwrap_or_default()),
+            scheme: web::request_scheme(text(scheme), text(forwarded_proto), trust_forwarded_proto),
+            host: borrowed(host).unwrap_or_default(),
+            accept: borrowed(accept),
+            sec_fetch_mode: borrowed(mode),
+            sec_fetch_dest: borrowed(dest),
+            requested_with: borrowed(with),
+            cookies: self.cookies().unwrap_or_default(),
+            authorizations: self.all("authorization").map(Cow::Borrowed).collect(),
+            request_id: Cow::Borrowed(web::safe_request_id(text(id))),
             body: None,
         }
     }

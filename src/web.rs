@@ -268,10 +268,14 @@ pub fn request_scheme(scheme: Option<&str>, forwarded_proto: Option<&str>, trust
 
 /// A request id fit for a log line: Envoy's `x-request-id` when it is short and printable.
 pub fn request_id(header: Option<&str>) -> String {
+    safe_request_id(header).to_string()
+}
+
+/// [`request_id`], borrowed.
+pub fn safe_request_id(header: Option<&str>) -> &str {
     header
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or("-")
-        .to_string()
 }
 
 /// The first cookie called `name`.

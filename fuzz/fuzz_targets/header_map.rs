@@ -70,6 +70,9 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(got, headers.bytes(name));
         }
     }
-    let cookies = headers.cookies().map(|c| c.into_owned()).unwrap_or_default();
+    let cookies = headers
+        .cookies()
+        .map(|c| c.into_owned())
+        .unwrap_or_default();
     assert_eq!(headers.into_cookies(), cookies);
 });

@@ -20,13 +20,23 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(ours.scheme(), theirs.scheme(), "{input:?}");
     assert_eq!(Some(ours.host_str()), theirs.host_str(), "{input:?}");
     assert_eq!(ours.port(), theirs.port(), "{input:?}");
-    assert_eq!(ours.port_or_default(), theirs.port_or_known_default().unwrap(), "{input:?}");
+    assert_eq!(
+        ours.port_or_default(),
+        theirs.port_or_known_default().unwrap(),
+        "{input:?}"
+    );
     assert_eq!(ours.path(), theirs.path(), "{input:?}");
     assert_eq!(ours.query(), theirs.query(), "{input:?}");
-    assert!(theirs.username().is_empty() && theirs.password().is_none(), "{input:?}");
+    assert!(
+        theirs.username().is_empty() && theirs.password().is_none(),
+        "{input:?}"
+    );
     assert!(theirs.fragment().is_none(), "{input:?}");
     assert!(!ours.as_str().contains(['\\', ' ', '#']), "{input:?}");
-    assert!(ours.as_str().bytes().all(|b| b.is_ascii_graphic()), "{input:?}");
+    assert!(
+        ours.as_str().bytes().all(|b| b.is_ascii_graphic()),
+        "{input:?}"
+    );
     assert_eq!(Url::parse(ours.as_str()).as_ref(), Ok(&ours), "{input:?}");
     let origin = Url::parse("http://keycloak.keycloak.svc:8080").unwrap();
     let moved = ours.moved_to(&origin);

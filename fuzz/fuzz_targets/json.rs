@@ -17,8 +17,7 @@ fn same(ours: &Value, theirs: &serde_json::Value) -> bool {
         (Value::Null, serde_json::Value::Null) => true,
         (Value::Bool(a), serde_json::Value::Bool(b)) => a == b,
         (Value::Number(a), serde_json::Value::Number(b)) => {
-            a.as_u64() == b.as_u64()
-                && (a.as_u64().is_some() || close(a.as_str(), b.as_f64()))
+            a.as_u64() == b.as_u64() && (a.as_u64().is_some() || close(a.as_str(), b.as_f64()))
         }
         (Value::String(a), serde_json::Value::String(b)) => a == b,
         (Value::Array(a), serde_json::Value::Array(b)) => {

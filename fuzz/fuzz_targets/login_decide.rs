@@ -9,9 +9,9 @@
 //! that verifies, and with none of the filter's cookies but that token.
 #![no_main]
 
-use fixtures::{Tls, 
+use fixtures::{
     access_token, assert_header_safe, assert_reply_safe, env, keyset, names, page, session_cookie,
-    transaction, transaction_cookie, Counter, Input, STATE,
+    transaction, transaction_cookie, Counter, Input, Tls, STATE,
 };
 use libfuzzer_sys::fuzz_target;
 use mesh_oidc::login::{decide, upstream_401, Action};
@@ -66,10 +66,10 @@ fuzz_target!(|data: &[u8]| {
     let mut req = page(&path, &cookies);
     if extras & 8 != 0 {
         req.authorizations
-            .push(format!("Bearer {}", access_token()).into_bytes());
+            .push(format!("Bearer {}", access_token()).into_bytes().into());
     }
     if extras & 16 != 0 {
-        req.authorizations.push(input.part().to_vec());
+        req.authorizations.push(input.part().to_vec().into());
     }
     if extras & 32 != 0 {
         req.method = "POST".into();
@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
         if pick & 4 != 0 {
             connection = &Tls(true);
         }
-        req.host = input.text();
+        req.host = input.text().into();
     }
     let keys = (shape & 0x80 == 0).then(keyset);
     let mut env = env(keys);

@@ -67,7 +67,10 @@ fuzz_target!(|data: &[u8]| {
                 let location = reply.header("location").unwrap();
                 assert!(location.starts_with('/'), "{location:?}");
                 let v = mesh_oidc::json::from_slice(body).expect("a JSON answer");
-                let id = v.get("id_token").and_then(|t| t.as_str()).expect("an ID token");
+                let id = v
+                    .get("id_token")
+                    .and_then(|t| t.as_str())
+                    .expect("an ID token");
                 // The exchange checks the ID token with the client as its audience.
                 let rules = TokenRules {
                     issuer: env.config.rules.issuer.clone(),

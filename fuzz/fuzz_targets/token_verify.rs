@@ -75,7 +75,9 @@ fn check_verified(v: &Verified, rules: &TokenRules, nonce: Option<&str>) {
     );
     if let Some(n) = nonce {
         assert_eq!(
-            v.claims.get("nonce").and_then(mesh_oidc::json::Value::as_str),
+            v.claims
+                .get("nonce")
+                .and_then(mesh_oidc::json::Value::as_str),
             Some(n)
         );
     }

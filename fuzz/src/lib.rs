@@ -295,14 +295,14 @@ pub fn session_cookie() -> &'static str {
     })
 }
 
-pub fn page(path: &str, cookies: &[u8]) -> Request {
+pub fn page(path: &str, cookies: &[u8]) -> Request<'static> {
     Request {
         method: "GET".into(),
-        path: path.into(),
+        path: path.to_string().into(),
         scheme: mesh_oidc::web::Scheme::Http,
         host: HOST.into(),
         accept: Some("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8".into()),
-        cookies: cookies.to_vec(),
+        cookies: cookies.to_vec().into(),
         request_id: "rid-1".into(),
         ..Request::default()
     }

@@ -134,7 +134,7 @@ mod tests {
         sign_rsa(c)
     }
 
-    fn post(body: String) -> Request {
+    fn post(body: String) -> Request<'static> {
         let mut r = page("/backchannel", "");
         r.method = "POST".into();
         r.body = Some(body.into_bytes());

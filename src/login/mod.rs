@@ -2,6 +2,7 @@
 //! what these functions return: forward the request, reply, dispatch a token call, or wait.
 
 use base64::Engine as _;
+use std::borrow::Cow;
 
 use crate::keystore::Refetch;
 
@@ -45,28 +46,30 @@ pub fn pkce_challenge(verifier: &str) -> String {
     b64url(&hmac_sha256::Hash::hash(verifier.as_bytes()))
 }
 
-/// A login-mode request, as much of it as the decisions need (owned: a request may wait).
+/// A login-mode request, as much of it as the decisions need: borrowed from the request's header
+/// map while it is decided, owned ([`Request::into_owned`]) when it is kept (it waits, a call is
+/// made for it, or its response may need it).
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Request {
-    pub method: String,
+pub struct Request<'a> {
+    pub method: Cow<'a, str>,
     /// Path with its query.
-    pub path: String,
+    pub path: Cow<'a, str>,
     /// `:scheme`, or `x-forwarded-proto` when the configuration trusts it.
     pub scheme: web::Scheme,
-    pub host: String,
-    pub accept: Option<String>,
-    pub sec_fetch_mode: Option<String>,
-    pub sec_fetch_dest: Option<String>,
-    pub requested_with: Option<String>,
-    pub cookies: Vec<u8>,
+    pub host: Cow<'a, str>,
+    pub accept: Option<Cow<'a, str>>,
+    pub sec_fetch_mode: Option<Cow<'a, str>>,
+    pub sec_fetch_dest: Option<Cow<'a, str>>,
+    pub requested_with: Option<Cow<'a, str>>,
+    pub cookies: Cow<'a, [u8]>,
     /// Every `Authorization` header (two different ones are refused, B6).
-    pub authorizations: Vec<Vec<u8>>,
-    pub request_id: String,
+    pub authorizations: Vec<Cow<'a, [u8]>>,
+    pub request_id: Cow<'a, str>,
     /// The body, read only for a back-channel logout (L8).
     pub body: Option<Vec<u8>>,
 }
 
-impl std::fmt::Debug for Request {
+impl std::fmt::Debug for Request<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Cookies and credentials stay out; the path may carry a code, so only its length shows.
         write!(
@@ -80,7 +83,32 @@ impl std::fmt::Debug for Request {
     }
 }
 
-impl Request {
+impl Request<'_> {
+    /// The same request, owned: kept past its headers callback.
+    pub fn into_owned(self) -> Request<'static> {
+        let own = |v: Option<Cow<str>>| v.map(|v| Cow::Owned(v.into_owned()));
+        Request {
+            method: Cow::Owned(self.method.into_owned()),
+            path: Cow::Owned(self.path.into_owned()),
+            scheme: self.scheme,
+            host: Cow::Owned(self.host.into_owned()),
+            accept: own(self.accept),
+            sec_fetch_mode: own(self.sec_fetch_mode),
+            sec_fetch_dest: own(self.sec_fetch_dest),
+            requested_with: own(self.requested_with),
+            cookies: Cow::Owned(self.cookies.into_owned()),
+            authorizations: self
+                .authorizations
+                .into_iter()
+                .map(|a| Cow::Owned(a.into_owned()))
+                .collect(),
+            request_id: Cow::Owned(self.request_id.into_owned()),
+            body: self.body,
+        }
+    }
+}
+
+impl Request<'_> {
     /// A page request (L1): a browser navigation that can follow a redirect to the login page.
     /// `Sec-Fetch-*` decide when present; otherwise GET/HEAD whose `Accept` allows HTML.
     pub fn is_page(&self) -> bool {
@@ -114,7 +142,7 @@ impl Request {
             && self.host.chars().all(|c| {
                 c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_')
             });
-        host_ok.then_some(self.host.as_str())
+        host_ok.then_some(&*self.host)
     }
 }
 
@@ -295,7 +323,7 @@ impl Env<'_> {
     }
 
     fn credential<'r>(&self, req: &'r Request, jar: &session::CookieRead<'r>) -> Credential<'r> {
-        let auths: Vec<&[u8]> = req.authorizations.iter().map(Vec::as_slice).collect();
+        let auths: Vec<&[u8]> = req.authorizations.iter().map(|a| &**a).collect();
         session::credential_in(&auths, jar)
     }
 
@@ -331,7 +359,7 @@ impl Env<'_> {
         verified: &Verified,
         as_cookie: bool,
     ) -> Action {
-        let path = req.path.as_str();
+        let path = &*req.path;
         match crate::rules::check(
             &self.config.access_rules,
             &req.method,
@@ -612,15 +640,15 @@ mod tests {
                 .any(|(n, v, _)| n == "access_token" && v.is_empty()));
         }
         let mut bearer_and_cookie = page("/", &format!("access_token={forged}"));
-        bearer_and_cookie.authorizations = vec![format!("Bearer {t}").into_bytes()];
+        bearer_and_cookie.authorizations = vec![format!("Bearer {t}").into_bytes().into()];
         assert!(matches!(
             decide(&f.env(), &bearer_and_cookie, &mut Counter(0), true),
             Action::Reply(_)
         ));
         let mut two_headers = page("/", "");
         two_headers.authorizations = vec![
-            format!("Bearer {t}").into_bytes(),
-            format!("Bearer {forged}").into_bytes(),
+            format!("Bearer {t}").into_bytes().into(),
+            format!("Bearer {forged}").into_bytes().into(),
         ];
         assert!(matches!(
             decide(&f.env(), &two_headers, &mut Counter(0), true),
@@ -638,7 +666,7 @@ mod tests {
         );
         // A bearer alone: no cookie is made up for it.
         let mut bearer = page("/", "a=1");
-        bearer.authorizations = vec![format!("Bearer {t}").into_bytes()];
+        bearer.authorizations = vec![format!("Bearer {t}").into_bytes().into()];
         let Action::Continue(fwd) = decide(&f.env(), &bearer, &mut Counter(0), true) else {
             panic!()
         };
@@ -659,7 +687,7 @@ mod tests {
             "{:?}",
             r.header("www-authenticate")
         );
-        api.cookies = Vec::new();
+        api.cookies = Vec::new().into();
         let r = reply_of(decide(&f.env(), &api, &mut Counter(0), true));
         assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     }

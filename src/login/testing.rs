@@ -83,14 +83,14 @@ pub fn fixture() -> Fixture {
     Fixture::new(config_with(|_| {}))
 }
 
-pub fn page(path: &str, cookies: &str) -> Request {
+pub fn page(path: &str, cookies: &str) -> Request<'static> {
     Request {
         method: "GET".into(),
-        path: path.into(),
+        path: path.to_string().into(),
         scheme: crate::web::Scheme::Http,
         host: "bookinfo.example.com".into(),
         accept: Some("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8".into()),
-        cookies: cookies.as_bytes().to_vec(),
+        cookies: cookies.as_bytes().to_vec().into(),
         request_id: "rid-1".into(),
         ..Request::default()
     }
