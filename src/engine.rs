@@ -251,7 +251,7 @@ fn validate_request(
         (Some(t), false) => Presented::Token(t),
         (None, false) => Presented::Nothing,
     };
-    let Some(first) = flow::validate_first(h, presented, route, &read.rewrites, vm) else {
+    let Some(first) = flow::validate_first(h, vm, presented, route, &read.rewrites) else {
         return Outcome::Continue;
     };
     let state = State {
@@ -264,7 +264,7 @@ fn validate_request(
     };
     let state = std::rc::Rc::new(std::cell::RefCell::new(state));
     vm.borrow_mut().requests.insert(ctx, state.clone());
-    flow::carry_out_first(h, vm, &state, ctx, first)
+    flow::carry_out_validate_first(h, vm, &state, ctx, first)
 }
 
 fn path_of(state: &State) -> String {

@@ -407,16 +407,16 @@ fn decide_validate(
 
 /// A validate-mode request's first decision, made on the request's own bytes before it has any
 /// state: one that goes on at once (the warm path) leaves nothing behind, and is carried out
-/// here. Any other comes back with what carrying it out needs ([`carry_out_first`]), once the
+/// here. Any other comes back with what carrying it out needs ([`carry_out_validate_first`]), once the
 /// request's state is built; the decision is never made twice (a token that fails costs one
 /// verification).
 pub fn validate_first(
     h: &dyn Host,
+    vm: &VmRef,
     presented: Presented,
     route: (&str, &str),
     rewrites: &[(&'static str, Option<Vec<u8>>)],
-    vm: &VmRef,
-) -> Option<First> {
+) -> Option<ValidateDecided> {
     let now_ms = h.now_ms();
     let snap = Snapshot::take(vm, now_ms);
     let decision = if snap.config.awaiting_discovery {
@@ -435,7 +435,7 @@ pub fn validate_first(
             }
             None
         }
-        decision => Some(First {
+        decision => Some(ValidateDecided {
             decision,
             snap,
             now_ms,
@@ -525,21 +525,21 @@ pub fn carry_out_login_first(
 }
 
 /// A validate-mode decision that needs the request's state, from [`validate_first`].
-pub struct First {
+pub struct ValidateDecided {
     decision: Decision,
     snap: Snapshot,
     now_ms: u64,
 }
 
-/// Carries out a first decision that needs the request's state.
-pub fn carry_out_first(
+/// Carries out a validate-mode first decision that needs the request's state.
+pub fn carry_out_validate_first(
     h: &dyn Host,
     vm: &VmRef,
     state: &StateRef,
     context_id: u32,
-    first: First,
+    first: ValidateDecided,
 ) -> Outcome {
-    let First {
+    let ValidateDecided {
         decision,
         snap,
         now_ms,
