@@ -141,8 +141,10 @@ impl Headers {
     pub fn firsts<const N: usize>(&self, names: [&str; N]) -> [Option<&[u8]>; N] {
         let mut found = [None; N];
         for span in &self.spans {
+            let length = span.name.1 - span.name.0;
             for (name, slot) in names.iter().zip(found.iter_mut()) {
-                if slot.is_none() && self.has_name(span, name.as_bytes()) {
+                // The length first, here: a call per pair cost more than the comparisons.
+                if slot.is_none() && name.len() == length && self.has_name(span, name.as_bytes()) {
                     *slot = self.value(span);
                 }
             }

@@ -785,7 +785,7 @@ pub struct Cache {
 }
 
 struct CacheEntry {
-    token: Box<str>,
+    token: std::rc::Rc<str>,
     verified: std::rc::Rc<Verified>,
 }
 
@@ -900,6 +900,17 @@ pub fn cached_access(
     rules: &TokenRules,
     now: u64,
 ) -> Option<std::rc::Rc<Verified>> {
+    cached_access_text(token, cache, rules, now).map(|(_, verified)| verified)
+}
+
+/// [`cached_access`], with the cached token: the same bytes as `token`, as a `str` (login mode
+/// forwards it as text; no second UTF-8 check of 1–2 KB).
+pub fn cached_access_text(
+    token: &[u8],
+    cache: CacheRef,
+    rules: &TokenRules,
+    now: u64,
+) -> Option<(std::rc::Rc<str>, std::rc::Rc<Verified>)> {
     let (cache, version) = cache?;
     let cache = cache.borrow();
     // An ES256 token is cached under its low-S form: verify_access finds it.
@@ -909,7 +920,7 @@ pub fn cached_access(
     let entry = cache.entries.get(&fast_hash(token))?;
     (crate::web::same_bytes(entry.token.as_bytes(), token)
         && before_expiry(now, entry.verified.expires_at, rules.clock_skew_seconds))
-    .then(|| entry.verified.clone())
+    .then(|| (entry.token.clone(), entry.verified.clone()))
 }
 
 impl Cache {

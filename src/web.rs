@@ -106,7 +106,9 @@ pub fn keys_unavailable() -> Reply {
 
 /// The path without its query (B4 matches on this).
 pub fn path_only(path: &str) -> &str {
-    match path.find(['?', '#']) {
+    // By bytes: both are ASCII, so where one is found is a char boundary (a `char` pattern
+    // decodes the path as it searches).
+    match path.bytes().position(|b| b == b'?' || b == b'#') {
         Some(i) => path.get(..i).unwrap_or(path),
         None => path,
     }

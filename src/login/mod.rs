@@ -452,12 +452,17 @@ pub fn decide<'r>(
             let Some(keys) = env.keys else {
                 return Action::WaitForKeys;
             };
-            let checked = std::str::from_utf8(&token)
-                .map_err(|_| TokenError::Malformed)
-                .and_then(|token| {
-                    token::verify_access(token, keys, env.cache, &env.config.rules, env.now)
-                        .map(|v| (token, v))
-                });
+            // The warm path: a token verified before, found by its bytes.
+            let cached = token::cached_access_text(&token, env.cache, &env.config.rules, env.now);
+            let checked = match &cached {
+                Some((text, verified)) => Ok((&**text, verified.clone())),
+                None => std::str::from_utf8(&token)
+                    .map_err(|_| TokenError::Malformed)
+                    .and_then(|token| {
+                        token::verify_access(token, keys, env.cache, &env.config.rules, env.now)
+                            .map(|v| (token, v))
+                    }),
+            };
             match checked {
                 Ok((token, verified)) => {
                     let as_cookie = from_cookie || jar.has_session();
