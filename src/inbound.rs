@@ -184,31 +184,6 @@ impl Headers {
         Some(std::borrow::Cow::Owned(all))
     }
 
-    /// The `Cookie` header as [`Headers::cookies`] reads it, owned. A single header takes over
-    /// the map's own buffer (its bytes moved to the front) instead of a copy into a new one: a
-    /// logged-in request's is 3–4 KB, and login mode keeps it with the request.
-    pub fn into_cookies(self) -> Vec<u8> {
-        let single = {
-            let mut found = self.spans.iter().filter(|s| self.has_name(s, b"cookie"));
-            match (found.next(), found.next()) {
-                (Some(only), None) => Some(only.value),
-                _ => None,
-            }
-        };
-        match single {
-            Some((start, end)) if start <= end && end <= self.buf.len() => {
-                let mut buf = self.buf;
-                buf.copy_within(start..end, 0);
-                buf.truncate(end - start);
-                buf
-            }
-            _ => self
-                .cookies()
-                .map(std::borrow::Cow::into_owned)
-                .unwrap_or_default(),
-        }
-    }
-
     /// The login-mode request, borrowed from the map.
     pub fn login_request(&self, trust_forwarded_proto: bool) -> crate::login::Request<'_> {
         use std::borrow::Cow;
@@ -408,28 +383,5 @@ mod header_map_tests {
             assert_eq!(got, h.bytes(name), "{name}");
         }
         assert_eq!(found[1], Some(&b"a"[..]));
-    }
-
-    #[test]
-    fn the_owned_cookie_header_is_the_read_one() {
-        let cases: [&[(&str, &str)]; 4] = [
-            &[(":path", "/a"), ("cookie", "a=1; b=2"), ("x", "y")],
-            &[("cookie", "a=1"), (":path", "/"), ("cookie", "b=2")],
-            &[(":path", "/a")],
-            &[("cookie", "")],
-        ];
-        for pairs in cases {
-            let h = Headers::from_pairs(pairs);
-            let read = h.cookies().map(|c| c.into_owned()).unwrap_or_default();
-            let buf = h.buf.clone();
-            assert_eq!(h.into_cookies(), read, "{pairs:?}");
-            for cut in 0..buf.len() {
-                let short = Headers::parse(buf[..cut].to_vec());
-                let read = short.cookies().map(|c| c.into_owned()).unwrap_or_default();
-                assert_eq!(short.into_cookies(), read, "{pairs:?} cut at {cut}");
-            }
-        }
-        let h = Headers::from_pairs(&[("cookie", "a=1"), ("cookie", "b=2")]);
-        assert_eq!(h.into_cookies(), b"a=1; b=2");
     }
 }

@@ -106,9 +106,7 @@ impl Request<'_> {
             body: self.body,
         }
     }
-}
 
-impl Request<'_> {
     /// A page request (L1): a browser navigation that can follow a redirect to the login page.
     /// `Sec-Fetch-*` decide when present; otherwise GET/HEAD whose `Accept` allows HTML.
     pub fn is_page(&self) -> bool {
