@@ -427,7 +427,7 @@ pub fn validate_first(
     };
     match decision {
         Decision::Continue(headers) => {
-            for (name, value) in &headers {
+            for (name, value) in headers.iter() {
                 h.set_request_header(name, Some(value.as_bytes()));
             }
             for (name, value) in rewrites {
@@ -559,7 +559,7 @@ fn carry_out_validate(
 ) -> Outcome {
     match decision {
         Decision::Continue(headers) => {
-            for (name, value) in &headers {
+            for (name, value) in headers.iter() {
                 h.set_request_header(name, Some(value.as_bytes()));
             }
             let rewrites = std::mem::take(&mut state.borrow_mut().rewrites);

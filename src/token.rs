@@ -85,7 +85,17 @@ impl TokenError {
 pub struct Verified {
     pub claims: Map<String, Value>,
     pub expires_at: u64,
+    /// Its claim headers (B3), worked out once with the `claims_to_headers` mapping they were
+    /// worked out for: a cached token's are not made again on every request
+    /// (`validate::claim_headers`).
+    pub claim_headers: std::cell::OnceCell<(ClaimMapping, ClaimHeaders)>,
 }
+
+/// `claims_to_headers`: (claim, header name).
+pub type ClaimMapping = Vec<(String, String)>;
+
+/// Claim headers as set on a request: (header name, value), shared.
+pub type ClaimHeaders = std::rc::Rc<[(String, String)]>;
 
 /// What the token names in its header, read without trusting it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -768,6 +778,7 @@ fn finish(
     Ok(Verified {
         claims: raw,
         expires_at,
+        claim_headers: std::cell::OnceCell::new(),
     })
 }
 

@@ -12,7 +12,7 @@ use crate::web::{self, Reply};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Forward the request, with these (claim) headers set.
-    Continue(Vec<(String, String)>),
+    Continue(token::ClaimHeaders),
     Reply(Reply),
     /// The key set has not arrived yet: hold the request until it does or time runs out.
     WaitForKeys,
@@ -25,12 +25,26 @@ pub enum Decision {
     },
 }
 
-/// The claim headers of a verified token (B3): only values that are valid header values.
-pub fn claim_headers(config: &Config, verified: &token::Verified) -> Vec<(String, String)> {
-    headers_for(config, &verified.claims)
+/// The claim headers of a verified token (B3): only values that are valid header values. Worked
+/// out once per token and mapping: the warm path sets a cached token's without reading its
+/// claims again.
+pub fn claim_headers(config: &Config, verified: &token::Verified) -> token::ClaimHeaders {
+    match verified.claim_headers.get() {
+        Some((mapping, headers)) if *mapping == config.claims_to_headers => headers.clone(),
+        // Another mapping (a configuration pushed to the same VM): worked out, not kept.
+        Some(_) => headers_for(config, &verified.claims),
+        None => {
+            let headers = headers_for(config, &verified.claims);
+            // Cannot fail: the cell was empty just now, and nothing else runs in between.
+            let _ = verified
+                .claim_headers
+                .set((config.claims_to_headers.clone(), headers.clone()));
+            headers
+        }
+    }
 }
 
-fn headers_for(config: &Config, claims: &crate::json::Map) -> Vec<(String, String)> {
+fn headers_for(config: &Config, claims: &crate::json::Map) -> token::ClaimHeaders {
     config
         .claims_to_headers
         .iter()
@@ -104,7 +118,7 @@ pub fn decide<'r>(
                     local: Some(verified),
                 }
             } else {
-                admit(config, route, &verified.claims)
+                admit(config, route, &verified)
             };
         }
     }
@@ -127,16 +141,27 @@ pub fn decide<'r>(
         Ok(verified) if config.introspection.is_some() => Decision::Introspect {
             local: Some(verified),
         },
-        Ok(verified) => admit(config, route, &verified.claims),
+        Ok(verified) => admit(config, route, &verified),
         Err(TokenError::UnknownKey) if refetch.into().allows(token) => Decision::RefetchKeys,
         Err(e) => reject(e),
     }
 }
 
 /// A valid token goes on with its claim headers if it passes its rule (B7), else 403.
-fn admit(config: &Config, route: (&str, &str), claims: &crate::json::Map) -> Decision {
+fn admit(config: &Config, route: (&str, &str), verified: &token::Verified) -> Decision {
+    admit_claims(config, route, &verified.claims, || {
+        claim_headers(config, verified)
+    })
+}
+
+fn admit_claims(
+    config: &Config,
+    route: (&str, &str),
+    claims: &crate::json::Map,
+    headers: impl FnOnce() -> token::ClaimHeaders,
+) -> Decision {
     match crate::rules::check(&config.access_rules, route.0, route.1, claims) {
-        Ok(()) => Decision::Continue(headers_for(config, claims)),
+        Ok(()) => Decision::Continue(headers()),
         Err(denied) => Decision::Reply(crate::rules::forbidden(&denied, false, "-")),
     }
 }
@@ -151,9 +176,10 @@ pub fn after_introspection(
 ) -> Decision {
     match answer {
         crate::introspect::Answer::Refused(e) => reject(e.clone()),
-        crate::introspect::Answer::Active(claims) => {
-            admit(config, route, local.map_or(claims, |v| &v.claims))
-        }
+        crate::introspect::Answer::Active(claims) => match local {
+            Some(verified) => admit(config, route, verified),
+            None => admit_claims(config, route, claims, || headers_for(config, claims)),
+        },
     }
 }
 
@@ -216,9 +242,10 @@ mod tests {
             NOW,
             true,
         );
-        let Decision::Continue(mut headers) = d else {
+        let Decision::Continue(headers) = d else {
             panic!("{d:?}")
         };
+        let mut headers = headers.to_vec();
         headers.sort();
         assert_eq!(
             headers,
@@ -227,6 +254,23 @@ mod tests {
                 ("x-user".to_string(), "alice".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn claim_headers_are_worked_out_once_for_the_mapping_asked() {
+        let t = sign_rsa(claims(keycloak_claims()));
+        let c = config();
+        let v = token::verify_access(&t, &keyset(), None, &c.rules, NOW).unwrap();
+        let first = claim_headers(&c, &v);
+        assert!(first.contains(&("x-user".to_string(), "alice".to_string())));
+        assert!(std::rc::Rc::ptr_eq(&first, &claim_headers(&c, &v)));
+        let mut other = config();
+        other.claims_to_headers = vec![("preferred_username".into(), "x-name".into())];
+        assert_eq!(
+            &*claim_headers(&other, &v),
+            &[("x-name".to_string(), "alice".to_string())]
+        );
+        assert!(std::rc::Rc::ptr_eq(&first, &claim_headers(&c, &v)));
     }
 
     #[test]

@@ -194,22 +194,38 @@ impl<'a> Iterator for Pieces<'a> {
 /// vectorised `memchr`; a byte-at-a-time scan was the largest part of login mode's warm path.
 /// The words are whole arrays (`as_chunks`), each one load in wasm: at `opt-level = "z"`,
 /// `chunks_exact` and `copy_from_slice` stayed calls per word, and cost more than the scan.
+/// Blocks of four words go first, one branch for the four (a bearer token is scanned whole for
+/// a comma on every request); the word that holds the byte is then found in its block.
 pub fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let pattern = ONES.wrapping_mul(u64::from(needle));
-    let (words, rest) = haystack.as_chunks::<8>();
-    for (n, word) in words.iter().enumerate() {
-        // A byte equal to the needle is zero in `x`; the lowest flagged byte is always a true
-        // zero (a borrow only ever flags bytes above one), and little-endian puts it first.
+    // A byte equal to the needle is zero in `x`; the lowest flagged byte is always a true zero
+    // (a borrow only ever flags bytes above one), and little-endian puts it first.
+    let zeros = |word: &[u8; 8]| {
         let x = u64::from_le_bytes(*word) ^ pattern;
-        let zero = x.wrapping_sub(ONES) & !x & HIGHS;
-        if zero != 0 {
-            return Some(n * 8 + (zero.trailing_zeros() / 8) as usize);
+        x.wrapping_sub(ONES) & !x & HIGHS
+    };
+    let (blocks, _) = haystack.as_chunks::<32>();
+    let mut from = blocks.len() * 32;
+    for (n, block) in blocks.iter().enumerate() {
+        if let [a, b, c, d] = block.as_chunks::<8>().0 {
+            if zeros(a) | zeros(b) | zeros(c) | zeros(d) != 0 {
+                from = n * 32;
+                break;
+            }
         }
     }
-    let offset = words.len() * 8;
-    rest.iter().position(|b| *b == needle).map(|i| offset + i)
+    let rest = haystack.get(from..).unwrap_or_default();
+    let (words, tail) = rest.as_chunks::<8>();
+    for (n, word) in words.iter().enumerate() {
+        let zero = zeros(word);
+        if zero != 0 {
+            return Some(from + n * 8 + (zero.trailing_zeros() / 8) as usize);
+        }
+    }
+    let offset = from + words.len() * 8;
+    tail.iter().position(|b| *b == needle).map(|i| offset + i)
 }
 
 /// `a == b`, eight bytes at a time: wasm's `memcmp` (compiler-builtins) compares byte by byte,

@@ -338,7 +338,7 @@ impl Env<'_> {
         bearer.push_str("Bearer ");
         bearer.push_str(token);
         let mut set_headers = vec![("authorization".to_string(), bearer)];
-        set_headers.extend(claim_headers(self.config, verified));
+        set_headers.extend(claim_headers(self.config, verified).iter().cloned());
         Forward {
             set_headers,
             cookie_header: jar.forwarded(self.names, as_cookie.then_some(token.as_bytes())),

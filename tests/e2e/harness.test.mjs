@@ -1,11 +1,12 @@
 // The harness itself: the Keycloak look-alike and a plain Envoy (no wasm filter needed).
 
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import { after, before, describe } from 'node:test';
 
 import {
   harness, request, requestWithJar, startAuthorization, submitLogin, loginWithPassword, exchangeCode,
-  refreshTokens, endpoints, decodeJwt, generateKeys, withKeys, signToken, accessTokenClaims,
+  refreshTokens, endpoints, decodeJwt, generateKeys, generateKeysAsync, withKeys, signToken, accessTokenClaims,
   KEYCLOAK_CLUSTER, CookieJar, ALICE,
 } from './lib/index.mjs';
 
@@ -165,10 +166,17 @@ describe('Keycloak look-alike provider', () => {
   });
 
   h.test('restart with a new key: new kid published and used, sessions kept', async () => {
+    // Each step in the provider's log with its time: this test once stopped, in CI only,
+    // between the login's last redirect and the restart; a recurrence says where.
+    const step = (what) => fs.appendFileSync(provider.logFile, `----- test: ${what} (${new Date().toISOString()})\n`);
+    step('generating the new keys');
+    const fresh = await generateKeysAsync();
+    step('logging in');
     const r = await loginWithPassword({ issuer: provider.issuer, redirectUri: REDIRECT });
-    const fresh = generateKeys();
+    step('logged in; restarting');
     const rotated = withKeys(fresh.enc, [fresh.signing, keys.signing]);
     await provider.restart({ keys: rotated });
+    step('restarted');
     const res = await request(endpoints(provider.issuer).jwks);
     const kids = JSON.parse(res.body).keys.map((k) => k.kid);
     assert.deepEqual(kids, [rotated.enc.kid, rotated.signing.kid, keys.signing.kid]);

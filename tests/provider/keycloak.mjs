@@ -29,6 +29,9 @@
 //   stateFile               STATE_FILE                sessions/tokens are saved there on SIGTERM and loaded at start,
 //                                                     so a restart (key rotation) keeps logged-in users logged in
 //   clients, users          (file only)               replace the default clients / users
+//   exitWithParent          (file only)               true: exit when the process that started this one is gone
+//                                                     (the tests' harness: a test process killed on a timeout
+//                                                     leaves no provider behind)
 //
 // Stdout protocol (read by tests/e2e/lib/provider.mjs):
 //   READY {"port":..,"issuer":..,"publicUrl":..}   once, when listening
@@ -115,6 +118,7 @@ const cfg = {
   backchannelLogoutSessionRequired: pick(fileConfig.backchannelLogoutSessionRequired, envBool('BACKCHANNEL_LOGOUT_SESSION_REQUIRED'), true),
   stateFile: pick(fileConfig.stateFile, process.env.STATE_FILE),
   cookieKeys: pick(fileConfig.cookieKeys, ['mesh-oidc-test-provider-cookie-key-1']),
+  exitWithParent: fileConfig.exitWithParent === true,
 };
 
 const REALM_PATH = `/realms/${cfg.realm}`;
@@ -1109,6 +1113,11 @@ function shutdown() {
 }
 process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
+if (cfg.exitWithParent) {
+  // Orphaned (re-parented): the process that started this one was killed without stopping it.
+  const parent = process.ppid;
+  setInterval(() => { if (process.ppid !== parent) shutdown(); }, 1000).unref();
+}
 
 main().catch((err) => {
   console.error(`[provider] failed to start: ${err.stack ?? err}`);

@@ -2,7 +2,7 @@
 export { freePort, isListening } from './ports.mjs';
 export { request, rawRequest, requestWithJar, follow, CookieJar, parseSetCookies } from './http.mjs';
 export {
-  generateKeys, generateKey, withKeys, publicJwk, publicPem, signToken, tamper, accessTokenClaims,
+  generateKeys, generateKeysAsync, generateKey, withKeys, publicJwk, publicPem, signToken, tamper, accessTokenClaims,
 } from './keys.mjs';
 export { startProvider } from './provider.mjs';
 export { startEcho } from './echo.mjs';

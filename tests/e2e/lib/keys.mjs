@@ -2,6 +2,7 @@
 // sign tokens of its own: expired, wrong issuer, alg none, HMAC with the public key, and so on.
 
 import * as crypto from 'node:crypto';
+import { promisify } from 'node:util';
 
 import { CompactSign, importJWK } from 'jose';
 
@@ -27,6 +28,32 @@ export function generateKeys({ signing = 1, extraSig = [] } = {}) {
   const enc = rsaJwk('enc', 'RSA-OAEP');
   const sig = Array.from({ length: signing }, () => rsaJwk('sig', 'RS256'));
   return withKeys(enc, [...sig, ...extraSig]);
+}
+
+const generateKeyPairAsync = promisify(crypto.generateKeyPair);
+
+/**
+ * generateKeys() off the event loop (libuv's thread pool), bounded: a key generation that does
+ * not end fails the test with a message that says so, instead of stopping the test process.
+ */
+export async function generateKeysAsync({ signing = 1, timeoutMs = 30000 } = {}) {
+  const rsa = async (use, alg) => {
+    const { privateKey } = await generateKeyPairAsync('rsa', { modulusLength: 2048 });
+    return { ...privateKey.export({ format: 'jwk' }), use, alg, kid: kidOf() };
+  };
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`RSA key generation took over ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    const [enc, ...sig] = await Promise.race([
+      Promise.all([rsa('enc', 'RSA-OAEP'), ...Array.from({ length: signing }, () => rsa('sig', 'RS256'))]),
+      timeout,
+    ]);
+    return withKeys(enc, sig);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Build the key-set object from an enc key and signing keys (the first one signs). */

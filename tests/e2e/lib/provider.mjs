@@ -39,6 +39,7 @@ export async function startProvider(opts = {}) {
       port,
       keysFile,
       stateFile: path.join(dir, 'provider-state.json'),
+      exitWithParent: true,
       ...(o.accessTokenTtl !== undefined ? { accessTokenTtl: o.accessTokenTtl } : {}),
       ...(o.redirectUris ? { redirectUris: o.redirectUris } : {}),
       ...(o.postLogoutRedirectUris ? { postLogoutRedirectUris: o.postLogoutRedirectUris } : {}),
