@@ -333,7 +333,7 @@ fn apply_forward(h: &dyn Host, vm: &VmRef, state: &StateRef, forward: Forward) {
             &format!("mesh-oidc[{rid}]: session refreshed"),
         );
     }
-    for (name, value) in &forward.set_headers {
+    for (name, value) in forward.headers() {
         h.set_request_header(name, Some(value.as_bytes()));
     }
     h.set_request_header("cookie", forward.cookie_header.as_deref());
@@ -463,7 +463,7 @@ pub fn login_first(h: &dyn Host, vm: &VmRef, req: &login::Request) -> LoginFirst
         Action::Continue(forward)
             if forward.response_cookies.is_empty() && forward.events.is_empty() =>
         {
-            for (name, value) in &forward.set_headers {
+            for (name, value) in forward.headers() {
                 h.set_request_header(name, Some(value.as_bytes()));
             }
             h.set_request_header("cookie", forward.cookie_header.as_deref());

@@ -169,10 +169,12 @@ fn accepts_html(accept: &str) -> bool {
 pub use crate::calls::TokenCall;
 
 /// The request goes on to the service.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Forward {
-    /// Headers to set: the bearer token and the claim headers.
-    pub set_headers: Vec<(String, String)>,
+    /// The `Authorization` header to set: the verified token as the bearer (L4).
+    pub authorization: String,
+    /// The claim headers to set (B3), shared with the verified token's.
+    pub claim_headers: crate::token::ClaimHeaders,
     /// The `Cookie` header the service sees: `None` to remove it.
     pub cookie_header: Option<Vec<u8>>,
     /// `Set-Cookie` values to add to the service's response (after a refresh).
@@ -180,9 +182,20 @@ pub struct Forward {
     pub events: Vec<Event>,
 }
 
+impl Forward {
+    /// Every header it sets: the bearer, then the claim headers.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::once(("authorization", self.authorization.as_str())).chain(
+            self.claim_headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        )
+    }
+}
+
 impl std::fmt::Debug for Forward {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.set_headers.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = self.headers().map(|(n, _)| n).collect();
         write!(
             f,
             "Forward(sets {names:?}, {} response cookies, [redacted])",
@@ -337,10 +350,9 @@ impl Env<'_> {
         let mut bearer = String::with_capacity("Bearer ".len() + token.len());
         bearer.push_str("Bearer ");
         bearer.push_str(token);
-        let mut set_headers = vec![("authorization".to_string(), bearer)];
-        set_headers.extend(claim_headers(self.config, verified).iter().cloned());
         Forward {
-            set_headers,
+            authorization: bearer,
+            claim_headers: claim_headers(self.config, verified),
             cookie_header: jar.forwarded(self.names, as_cookie.then_some(token.as_bytes())),
             response_cookies: Vec::new(),
             events: Vec::new(),
@@ -601,10 +613,8 @@ mod tests {
         else {
             panic!("expected continue")
         };
-        assert!(fwd
-            .set_headers
-            .contains(&("authorization".into(), format!("Bearer {t}"))));
-        assert!(fwd.set_headers.contains(&("x-user".into(), "alice".into())));
+        assert_eq!(fwd.authorization, format!("Bearer {t}"));
+        assert!(fwd.headers().any(|h| h == ("x-user", "alice")));
         assert_eq!(
             String::from_utf8(fwd.cookie_header.unwrap()).unwrap(),
             format!("theme=dark; access_token={t}")

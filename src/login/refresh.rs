@@ -212,9 +212,7 @@ mod tests {
         let Action::Continue(fwd) = *action else {
             panic!("expected continue")
         };
-        assert!(fwd
-            .set_headers
-            .contains(&("authorization".into(), format!("Bearer {access}"))));
+        assert_eq!(fwd.authorization, format!("Bearer {access}"));
         let set: Vec<_> = fwd
             .response_cookies
             .iter()
