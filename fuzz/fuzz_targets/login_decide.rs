@@ -97,16 +97,13 @@ fuzz_target!(|data: &[u8]| {
     match decide(&env, &req, &mut Counter(shape), refetch) {
         Action::Reply(reply) => assert_reply_safe(&reply),
         Action::Continue(forward) => {
-            let auth = forward
-                .set_headers
-                .iter()
-                .find(|(n, _)| n == "authorization")
-                .map(|(_, v)| v.as_str())
-                .expect("a bearer header");
-            let token = auth.strip_prefix("Bearer ").expect("Bearer");
+            let token = forward
+                .authorization
+                .strip_prefix("Bearer ")
+                .expect("Bearer");
             token::verify_access(token, keyset(), None, &env.config.rules, env.now)
                 .expect("only a verified token goes on");
-            for (n, v) in &forward.set_headers {
+            for (n, v) in forward.headers() {
                 assert_header_safe(n, v);
             }
             if let Some(cookie) = &forward.cookie_header {

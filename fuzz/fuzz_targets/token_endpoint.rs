@@ -106,12 +106,10 @@ fuzz_target!(|data: &[u8]| {
     };
     match action {
         Action::Continue(forward) => {
-            let auth = &forward.set_headers[0];
-            assert_eq!(auth.0, "authorization");
-            let token = auth.1.strip_prefix("Bearer ").unwrap();
+            let token = forward.authorization.strip_prefix("Bearer ").unwrap();
             token::verify_access(token, keyset(), None, &env.config.rules, env.now)
                 .expect("a refresh goes on only with a token that verifies");
-            for (n, v) in &forward.set_headers {
+            for (n, v) in forward.headers() {
                 assert_header_safe(n, v);
             }
             for c in &forward.response_cookies {
