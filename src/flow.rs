@@ -315,8 +315,7 @@ fn presented_token(state: &StateRef, names: &crate::session::Names) -> Option<St
         return Some(String::from_utf8_lossy(t).into_owned());
     }
     let req = st.login.as_ref()?;
-    let auths: Vec<&[u8]> = req.authorizations.iter().map(|a| &**a).collect();
-    match crate::session::credential(&auths, &req.cookies, names) {
+    match crate::session::credential(&req.authorization_values(), &req.cookies, names) {
         crate::session::Credential::One { token, .. } => {
             Some(String::from_utf8_lossy(&token).into_owned())
         }

@@ -84,6 +84,11 @@ impl std::fmt::Debug for Request<'_> {
 }
 
 impl Request<'_> {
+    /// Its `Authorization` values, as B6's credential rules read them.
+    pub fn authorization_values(&self) -> Vec<&[u8]> {
+        self.authorizations.iter().map(|a| &**a).collect()
+    }
+
     /// The same request, owned: kept past its headers callback.
     pub fn into_owned(self) -> Request<'static> {
         let own = |v: Option<Cow<str>>| v.map(|v| Cow::Owned(v.into_owned()));
@@ -334,8 +339,7 @@ impl Env<'_> {
     }
 
     fn credential<'r>(&self, req: &'r Request, jar: &session::CookieRead<'r>) -> Credential<'r> {
-        let auths: Vec<&[u8]> = req.authorizations.iter().map(|a| &**a).collect();
-        session::credential_in(&auths, jar)
+        session::credential_in(&req.authorization_values(), jar)
     }
 
     /// L4 and B6: the verified token as the bearer, and as the one `cookie.name` cookie when the
